@@ -132,12 +132,17 @@ def _open_input(path: PathLike):
     av = _av()
     try:
         container = av.open(p, mode="r")
-    except av.FFmpegError as e:  # InvalidDataError, unknown format, ...
-        raise ValueError(f"cannot read {p!r} as a video (corrupt or unsupported file): {e}") from None
+    except av.FFmpegError as e:  # InvalidDataError, EOFError, unknown format, ...
+        raise ValueError(f"cannot read {p!r} as a video (corrupt, empty or unsupported file): {_reason(e)}") from None
     if not container.streams.video:
         container.close()
-        raise ValueError(f"{p!r} contains no video stream")
+        raise ValueError(f"{p!r} contains no video stream (empty, audio-only or not a video file)")
     return container, container.streams.video[0]
+
+
+def _reason(err: Exception) -> str:
+    """FFmpeg's own explanation without the file name it repeats."""
+    return getattr(err, "strerror", None) or str(err)
 
 
 def _stream_fps(stream) -> float:
@@ -165,7 +170,7 @@ def video_info(path: PathLike) -> VideoInfo:
             try:
                 num_frames = sum(1 for pkt in container.demux(stream) if pkt.size)
             except av.FFmpegError as e:
-                raise ValueError(f"cannot read {p!r} as a video (corrupt file): {e}") from None
+                raise ValueError(f"cannot read {p!r} as a video (corrupt file): {_reason(e)}") from None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -282,7 +287,7 @@ def _iterate(container, stream, path: str, size, start: int, stride: int,
                         return
                 index += 1
         except av.FFmpegError as e:
-            raise ValueError(f"error while decoding {path!r} (corrupt video?): {e}") from None
+            raise ValueError(f"error while decoding {path!r} (corrupt video?): {_reason(e)}") from None
         if index == 0:
             raise ValueError(f"video {path!r} contains no frames")
         if kept == 0:
