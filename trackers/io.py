@@ -46,7 +46,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -60,6 +60,7 @@ __all__ = [
     "sample_video_path",
     "SAMPLE_VIDEOS",
     "resolve_resize",
+    "frame_to_uint8",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -353,15 +354,19 @@ def _fps_fraction(fps: float) -> Fraction:
     return Fraction(float(fps)).limit_denominator(1001 * 1000)
 
 
-def _frame_to_uint8_hwc(frame: Any) -> np.ndarray:
-    """One frame in any layout ``trackers.video.as_frame`` accepts -> contiguous ``uint8`` ``(H, W, 3)``."""
+def frame_to_uint8(frame: Any) -> np.ndarray:
+    """One frame in any layout :func:`trackers.video.as_frame` accepts -> contiguous ``uint8`` ``(H, W, 3)``.
+
+    Floats are rounded and clipped to ``[0, 255]``.
+    """
     if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[-1] == 3:
         return np.ascontiguousarray(frame)  # fast path: already what the encoder wants
     from trackers.video import as_frame
 
+    import torch
+
     x = as_frame(frame)  # float32 (3, H, W) in [0, 255], validated
-    return np.ascontiguousarray(x.round().clamp_(0, 255).to(dtype=__import__("torch").uint8)
-                                .permute(1, 2, 0).cpu().numpy())
+    return np.ascontiguousarray(x.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 
 class VideoWriter:
@@ -423,7 +428,7 @@ class VideoWriter:
         """Append one frame (``(H, W, 3)`` or ``(3, H, W)``, numpy/torch, uint8 or float in [0, 255])."""
         if self._closed:
             raise ValueError(f"VideoWriter for {self.path!r} is already closed")
-        rgb = _frame_to_uint8_hwc(frame)
+        rgb = frame_to_uint8(frame)
         h, w = rgb.shape[:2]
         if self._container is None:
             self._open(h, w)
@@ -489,7 +494,8 @@ class VideoWriter:
         except (av.FFmpegError, ValueError, KeyError) as e:
             container.close()
             _remove_quietly(self.path)
-            raise ValueError(f"cannot encode {self.path!r} with codec {self.codec!r}: {e}") from None
+            raise ValueError(f"cannot encode {self.path!r} with codec {self.codec!r} (unknown or unavailable "
+                             f"encoder): {e}") from None
         stream.width = w + self._pad[1]
         stream.height = h + self._pad[0]
         stream.pix_fmt = pix_fmt
@@ -525,26 +531,30 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def _iter_input_frames(frames: Any) -> Iterator[Any]:
-    """Yield single frames from a clip tensor/array (validated by ``as_video``) or an iterable of frames."""
+def _iter_input_frames(frames: Any, *, name: str = "frames") -> Iterator[Any]:
+    """Yield single frames from a clip array/tensor or from an iterable of frames.
+
+    A clip is validated like :func:`trackers.video.as_video` (rank, channels, dtype, emptiness) but converted
+    one frame at a time, so no float copy of the whole clip is ever made.
+    """
     import torch
 
     if isinstance(frames, (np.ndarray, torch.Tensor)):
         from trackers.video import as_video
 
-        video = as_video(frames)  # (T, 3, H, W) float32 in [0, 255]; validates rank/channels/emptiness
-        # Convert in chunks so a float copy of a long clip never has to exist twice.
-        for t0 in range(0, video.shape[0], 32):
-            chunk = video[t0:t0 + 32].round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            yield from chunk
+        if frames.ndim != 4 or frames.shape[0] == 0:
+            as_video(frames, name=name)  # raises the standard, descriptive error
+        as_video(frames[:1], name=name)  # channel layout / dtype check on one frame only
+        for t in range(frames.shape[0]):
+            yield frames[t]
         return
     if isinstance(frames, (str, bytes, os.PathLike)):
-        raise ValueError("frames must be an array/tensor or an iterable of frames, not a path; "
+        raise ValueError(f"{name} must be an array/tensor or an iterable of frames, not a path; "
                          "use read_video() or iter_frames() to load a file")
     try:
         it = iter(frames)
     except TypeError:
-        raise ValueError(f"frames must be a numpy array, torch tensor or iterable of frames; "
+        raise ValueError(f"{name} must be a numpy array, torch tensor or iterable of frames; "
                          f"got {type(frames).__name__}") from None
     yield from it
 
@@ -570,8 +580,13 @@ def write_video(
         ValueError: bad array shape/values, no frames, unknown codec or extension, inconsistent frame sizes.
     """
     writer = VideoWriter(path, fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
-    with writer:
-        writer.write_frames(frames)
+    try:
+        with writer:
+            writer.write_frames(frames)
+    except BaseException:
+        if writer._container is not None:  # the file was created: do not leave a truncated video behind
+            _remove_quietly(writer.path)
+        raise
     return writer.path
 
 
