@@ -145,6 +145,7 @@ class Tracker:
         revision: Optional[str] = None,
         cache_dir: Optional[PathLike] = None,
         checkpoints: Optional[Mapping[str, PathLike]] = None,
+        config_overrides: Optional[Mapping[str, Any]] = None,
     ) -> T:
         """Load a tracker with weights.
 
@@ -159,6 +160,8 @@ class Tracker:
             revision: Hub revision (branch, tag or commit) for Hub downloads.
             cache_dir: Hugging Face cache folder (default: the standard cache).
             checkpoints: local files for the entry's other roles, e.g. ``{"backbone": path}``.
+            config_overrides: config fields to replace before the network is built and the converter runs
+                (e.g. LoRAT's ``{"lora_rank": 64}`` for the un-merged fine-tuning form).
 
         Raises:
             ValueError: unknown name (with suggestions), or weights that do not fit the model.
@@ -180,6 +183,8 @@ class Tracker:
         spec = _resolve_source(name_or_path, revision=revision, cache_dir=cache_dir)
         _check_tracker(cls, spec["tracker"], str(name_or_path))
         config = _config_from_dict(cls.config_class, spec["config"])
+        if config_overrides:
+            config = dataclasses.replace(config, **dict(config_overrides))
         entry: Optional[hub.ModelEntry] = spec.get("entry")
 
         def fetch(role: str) -> Path:

@@ -30,3 +30,47 @@ for _name, _file, _online, _what in [
     )
 
 # LoRAT entries (trackers.lorat_tracker:LoRATracker) are appended below.
+
+_LORAT_PAPER = (
+    "Tracking Meets LoRA: Faster Training, Larger Model, Stronger Performance (Lin et al., ECCV 2024, arXiv:2403.05231)"
+)
+# The official release is a Google Drive folder (LitingLin/LoRAT README) and DINOv2 comes from
+# dl.fbaipublicfiles.com; the Hub repositories below are assumed mirrors whose ids and file names are unverified.
+# Release file names after the official config mixins (only base.bin for B-224 is attested).
+_LORAT_MIRROR = "LitingLin/LoRAT"
+_DINOV2_MIRROR = "trackers-mirrors/dinov2-pretrain"
+for _size, _size_name, _file_stem, _dino in [
+    ("b", "ViT-B/14", "base", "dinov2_vitb14_pretrain.pth"),
+    ("l", "ViT-L/14", "large", "dinov2_vitl14_pretrain.pth"),
+    ("g", "ViT-g/14", "giant", "dinov2_vitg14_pretrain.pth"),
+]:
+    for _res in (224, 378):
+        _cfg = {
+            "b": dict(embed_dim=768, depth=12, num_heads=12, ffn="mlp", ffn_hidden=3072),
+            "l": dict(embed_dim=1024, depth=24, num_heads=16, ffn="mlp", ffn_hidden=4096),
+            "g": dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu", ffn_hidden=4096),
+        }[_size]
+        _cfg.update(
+            dict(template_size=112, search_size=224, search_factor=4.0) if _res == 224
+            else dict(template_size=196, search_size=378, search_factor=5.0)
+        )
+        register_model(
+            ModelEntry(
+                name=f"lorat-{_size}-{_res}",
+                tracker="trackers.lorat_tracker:LoRATracker",
+                config=_cfg,
+                files={
+                    "weights": WeightFile(_LORAT_MIRROR, f"{_file_stem}{'' if _res == 224 else '_378'}.bin"),
+                    "backbone": WeightFile(_DINOV2_MIRROR, _dino),
+                },
+                converter="trackers.models.lorat:convert_official_checkpoint",
+                license="LoRAT weights: see the official release (unverified); DINOv2 backbone: Apache-2.0",
+                paper=_LORAT_PAPER,
+                description=(
+                    f"LoRAT-{_size.upper() if _size != 'g' else 'g'}-{_res} single-object box tracker "
+                    f"(DINOv2 {_size_name}, {_res}px search, LoRA merged at load); Hub files are unverified mirrors "
+                    "of the Google Drive release and Meta's DINOv2 pretrain file"
+                ),
+                tags=("box", "sot", "online"),
+            )
+        )

@@ -25,6 +25,7 @@ DINOv2 backbone file into this layout.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -210,20 +211,47 @@ class LoRAT(nn.Module):
         """
         inject_lora(self.blocks, rank, alpha, use_rslora, init=init)
         mark_only_lora_trainable(self, extra=("token_type_embed", "head."))
-        self.config.lora_rank = rank
-        self.config.lora_alpha = float(alpha) if alpha is not None else float(rank)
-        self.config.use_rslora = use_rslora
+        self.config = dataclasses.replace(
+            self.config, lora_rank=rank, lora_alpha=float(alpha) if alpha is not None else float(rank),
+            use_rslora=use_rslora,
+        )
         return self
 
     def merge_lora(self) -> "LoRAT":
         """Fold every adapter into its Linear (exact fp32 merge) and return the plain inference network."""
         merge_lora(self.blocks)
-        self.config.lora_rank = 0
+        self.config = dataclasses.replace(self.config, lora_rank=0)
         return self
 
     @property
     def has_lora(self) -> bool:
         return has_lora(self)
+
+    # ------------------------------------------------------------------------------------------ precision
+    def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> "LoRAT":
+        """Store the attention/FFN weights of the blocks in ``dtype``; keep the rest (embeddings, norms,
+        LayerScale, head, residual stream) in float32.
+
+        Nearly all compute is in those matrices, so this is as fast as casting everything, while the residual
+        stream and the box/score head keep full precision (casting the whole network to bf16 moves boxes more).
+        """
+        self.float()
+        for blk in self.blocks:
+            blk.attn.to(dtype)
+            blk.mlp.to(dtype)
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the block matrices (the network's compute precision)."""
+        if len(self.blocks) == 0:
+            return self.pos_embed.dtype
+        return next(self.blocks[0].attn.parameters()).dtype
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """dtype the image crops must have (that of the patch embedding)."""
+        return self.patch_embed.proj.weight.dtype
 
     # ------------------------------------------------------------------------------------------ forward
     def embed_template(self, z: torch.Tensor, z_feat_mask: torch.Tensor) -> torch.Tensor:
@@ -244,10 +272,14 @@ class LoRAT(nn.Module):
     def fuse(self, z_tokens: torch.Tensor, x_tokens: torch.Tensor) -> torch.Tensor:
         """Run the blocks over ``[template, search]`` and return the normalised search tokens."""
         n_z = z_tokens.shape[1]
-        h = torch.cat([z_tokens, x_tokens], dim=1)
-        for blk in self.blocks:
-            h = blk(h)
-        return self.norm(h[:, n_z:])
+        h = torch.cat([z_tokens, x_tokens.to(z_tokens.dtype)], dim=1)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            # The template outputs of the last block are never used: compute search outputs only.
+            h = blk(h, query_start=n_z if i == last else 0)
+        if last < 0:
+            h = h[:, n_z:]
+        return self.norm(h)
 
     def forward_tokens(self, z_tokens: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Forward with precomputed template tokens (from :meth:`embed_template`, reused across frames)."""
@@ -324,10 +356,12 @@ def _fuse_linear_layout(sd: Mapping[str, torch.Tensor], parts=("q", "k", "v")) -
 
 
 def _lora_scalars(sd: Mapping[str, torch.Tensor], config: LoRATConfig) -> Tuple[Optional[float], bool]:
+    """``lora_alpha`` / ``use_rslora`` stored in the file (release files have both), else the config's values
+    (the official default alpha = r = 64 gives the same scale 1.0 the official loader assumes without them)."""
     alpha_t = sd.get("lora_alpha")
     rs_t = sd.get("use_rslora")
-    alpha = float(alpha_t.item()) if isinstance(alpha_t, torch.Tensor) else None
-    use_rslora = bool(rs_t.item()) if isinstance(rs_t, torch.Tensor) else False
+    alpha = float(alpha_t.item()) if isinstance(alpha_t, torch.Tensor) else float(config.lora_alpha)
+    use_rslora = bool(rs_t.item()) if isinstance(rs_t, torch.Tensor) else bool(config.use_rslora)
     return alpha, use_rslora
 
 
@@ -370,7 +404,8 @@ def convert_official_checkpoint(
         try:
             dino = load_file("backbone")
         except (ValueError, FileNotFoundError) as err:
-            raise ValueError(
+            # Keep the exception type (e.g. WeightsNotAvailableError) but say which file is missing and why.
+            raise type(err)(
                 "the LoRAT release file holds no backbone weights and the DINOv2 backbone could not be loaded "
                 f"({err}); pass backbone_checkpoint='dinov2_vitX14_pretrain.pth'"
             ) from err

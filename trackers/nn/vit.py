@@ -18,7 +18,6 @@ Parameter names follow the DINOv2 / timm convention (``blocks.N.attn.qkv``, ``bl
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -105,11 +104,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, query_start: int = 0) -> torch.Tensor:
+        """Self-attention of ``x (B, N, C)``; with ``query_start > 0`` only tokens ``query_start:`` are returned
+        (they still attend to all tokens), which saves work when the earlier outputs are not needed."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        q = qkv[0][:, :, query_start:] if query_start else qkv[0]
+        if attn_mask is not None and query_start:
+            attn_mask = attn_mask[..., query_start:, :]
+        out = F.scaled_dot_product_attention(q, qkv[1], qkv[2], attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n - query_start, c))
 
 
 class Mlp(nn.Module):
@@ -197,10 +201,21 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask)))
-        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, query_start: int = 0) -> torch.Tensor:
+        """``x (B, N, C)`` -> ``(B, N - query_start, C)``: outputs of tokens ``query_start:`` only (all tokens
+        serve as keys/values). Use it in a last block whose leading tokens (e.g. a template) are discarded."""
+        # Mixed precision: the residual stream keeps its own dtype (e.g. fp32) while the attention / FFN weights may
+        # be lower precision (bf16); casts are no-ops when everything shares one dtype.
+        mm = self._matmul_dtype()
+        y = self.attn(self.norm1(x).to(mm), attn_mask, query_start).to(x.dtype)
+        if query_start:
+            x = x[:, query_start:]
+        x = x + self.drop_path(self.ls1(y))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x).to(mm)).to(x.dtype)))
         return x
+
+    def _matmul_dtype(self) -> torch.dtype:
+        return next(self.attn.parameters()).dtype
 
 
 def make_blocks(

@@ -1,4 +1,40 @@
-"""Fused operators with pure-PyTorch references (placeholder; the ops owner extends it)."""
-from trackers.ops.corr4d import corr4d
+"""Fused operators for the trackers' hot spots, each with a pure-PyTorch reference.
 
-__all__ = ["corr4d"]
+* :func:`corr4d` -- CoTracker3's 4D local correlation for one pyramid level (and :func:`sample_patches` to build
+  its ``support`` argument with the same conventions).
+* :func:`ms_deform_attn` -- multi-scale deformable attention with Deformable-DETR semantics (DETRack).
+
+Backends (``backend=`` argument of every op):
+
+``"auto"`` (default)
+    Triton kernels for CUDA tensors of dtype fp32/fp16/bf16 when Triton can be imported; the PyTorch reference
+    otherwise (CPU tensors, float64, no Triton). Override for a block with :func:`use_backend`, or process-wide with
+    ``TRACKERS_OPS_BACKEND=torch|triton|auto``.
+``"torch"``
+    The reference: lean in memory, any device and floating dtype, differentiable.
+``"triton"``
+    The fused kernels: CUDA tensors, or CPU tensors through Triton's interpreter when ``TRITON_INTERPRET=1`` is set
+    before the kernels are first used (slow; for tests). Anything else raises a clear error.
+
+fp16/bf16 inputs are accumulated in fp32 by both backends. ``print(trackers.ops.info())`` shows what runs where.
+Importing this package never imports Triton.
+"""
+from trackers.ops._backend import BACKENDS, OpsInfo, default_backend, info, use_backend
+from trackers.ops.corr4d import corr4d, corr4d_bytes_moved, corr4d_grid_sample, corr4d_reference, sample_patches
+from trackers.ops.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference, msda_bytes_moved
+
+__all__ = [
+    "BACKENDS",
+    "OpsInfo",
+    "corr4d",
+    "corr4d_bytes_moved",
+    "corr4d_grid_sample",
+    "corr4d_reference",
+    "default_backend",
+    "info",
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
+    "msda_bytes_moved",
+    "sample_patches",
+    "use_backend",
+]

@@ -1,0 +1,194 @@
+"""Speed and memory of PointTracker (CoTracker3) on the CPU; prints a markdown table.
+
+Every configuration runs in a fresh subprocess (so peak RSS = ``ru_maxrss`` of that run) with
+``torch.set_num_threads(threads)``: 1 warm-up + ``--repeats`` timed runs, median reported. Weights are the golden
+synthetic ones when ``../shared/golden`` exists (same as the official timings in ``shared/reference/cotracker3.md``
+(h)), random otherwise; speed does not depend on them.
+
+    python benchmarks/point_tracker.py                 # everything (long: ~tens of minutes on 2 cores)
+    python benchmarks/point_tracker.py --only speed    # 24-frame rows only
+    python benchmarks/point_tracker.py --only stream --stream-frames 200 2000
+    python benchmarks/point_tracker.py --only long     # offline, 300 frames x 1000 points
+
+Official reference (same machine type, 2 threads, fp32, 24 frames 384x512): offline 15.5 s / 61.1 s
+(100 / 1000 points) at 2.9 / 3.2 GiB peak; online 17.6 s / 82.6 s at 2.3 / 2.5 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(os.environ.get("TRACKERS_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
+OFFICIAL = {("offline", 100): (15.5, 2.86), ("offline", 1000): (61.1, 3.20),
+            ("online", 100): (17.6, 2.25), ("online", 1000): (82.6, 2.51)}
+
+
+def _gib(kib: float) -> float:
+    return kib / 1024 ** 2
+
+
+def _rss_now_kib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def _tracker(kind: str, dtype: str):
+    import torch
+
+    from trackers.point_tracker import PointTracker
+
+    name = f"cotracker3-{kind}"
+    tsv = GOLDEN / "cotracker3" / f"state_dict_{kind}.tsv"
+    if tsv.exists():
+        sys.path.insert(0, str(GOLDEN))
+        from synth_state_dict import synth_state_dict
+
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_cotracker3_{kind}_synth.pth"
+        if not path.exists():
+            torch.save(synth_state_dict(str(tsv), 0), path)
+        tracker = PointTracker.from_pretrained(name, checkpoint=path)
+    else:
+        tracker = PointTracker.from_config(name, seed=0)
+    return tracker.to(dtype=getattr(torch, dtype))
+
+
+def _video(T: int, H: int = 384, W: int = 512):
+    import numpy as np
+
+    if (GOLDEN / "synth_video.py").exists() and T <= 300:
+        sys.path.insert(0, str(GOLDEN))
+        from synth_video import synth_video
+
+        return synth_video(T, H, W)
+    g = np.random.default_rng(0)
+    base = g.integers(0, 255, size=(H + T, W + T, 3), dtype=np.uint8)
+    return np.stack([base[t:t + H, t:t + W] for t in range(T)])
+
+
+def _queries(n: int, T: int = 24):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([511.0, 383.0])
+    return torch.cat([torch.zeros(n, 1), xy], 1)
+
+
+def run_one(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.task == "speed":
+        tracker = _tracker(args.kind, args.dtype)
+        video = _video(24)
+        q = _queries(args.points)
+        times = []
+        for i in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            tracker.track(video, q)
+            if i:
+                times.append(time.perf_counter() - t0)
+        return {"seconds": statistics.median(times), "runs": times,
+                "peak_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
+    if args.task == "long":
+        tracker = _tracker("offline", args.dtype)
+        video = _video(args.frames)
+        t0 = time.perf_counter()
+        tracker.track(video, _queries(args.points))
+        return {"seconds": time.perf_counter() - t0,
+                "peak_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
+    if args.task == "stream":
+        tracker = _tracker("online", args.dtype)
+        session = tracker.stream(grid_size=int(round(args.points ** 0.5)))
+        H, W = 384, 512
+        import numpy as np
+
+        g = np.random.default_rng(0)
+        base = g.integers(0, 255, size=(H + 64, W + 64, 3), dtype=np.uint8)
+        marks = {}
+        t0 = time.perf_counter()
+        for t in range(max(args.stream_frames)):
+            o = t % 64
+            session.step(base[o:o + H, o:o + W], return_tracks=False)
+            if t + 1 in args.stream_frames:
+                marks[t + 1] = _gib(_rss_now_kib())
+        session.close(return_tracks=False)
+        return {"rss_gib": marks, "seconds": time.perf_counter() - t0}
+    if args.task == "bf16err":
+        import numpy as np
+
+        d = np.load(GOLDEN / "cotracker3" / "golden_offline_predictor_queries.npz")
+        out = {}
+        for kind in ("offline", "online"):
+            res = {dt: _tracker(kind, dt).track(d["video"][0], d["queries"][0]) for dt in ("float32", "bfloat16")}
+            out[kind] = float((res["float32"].tracks - res["bfloat16"].tracks).abs().max())
+        return out
+    raise ValueError(args.task)
+
+
+def _spawn(*extra: str, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--one", "--threads", str(threads), *extra]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--task", default="speed")
+    p.add_argument("--kind", default="offline")
+    p.add_argument("--points", type=int, default=100)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stream-frames", type=int, nargs="+", default=[200, 2000])
+    p.add_argument("--only", choices=["speed", "bf16", "stream", "long", "all"], default="all")
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args)))
+        return
+
+    rows = ["| run | points | dtype | median s (runs) | peak RSS GiB | official fp32 s / GiB |",
+            "|---|---|---|---|---|---|"]
+    if args.only in ("speed", "bf16", "all"):
+        dtypes = {"speed": ["float32"], "bf16": ["bfloat16"], "all": ["float32", "bfloat16"]}[args.only]
+        for dtype in dtypes:
+            for kind in ("offline", "online"):
+                for n in (100, 1000):
+                    r = _spawn("--task", "speed", "--kind", kind, "--points", str(n), "--dtype", dtype,
+                               "--repeats", str(args.repeats), threads=args.threads)
+                    ref = OFFICIAL[(kind, n)]
+                    runs = ", ".join(f"{t:.1f}" for t in r["runs"])
+                    rows.append(f"| {kind}, 24 frames 384x512 | {n} | {dtype} | {r['seconds']:.1f} ({runs}) | "
+                                f"{r['peak_gib']:.2f} | {ref[0]} / {ref[1]} |")
+                    print(rows[-1], file=sys.stderr, flush=True)
+        if "bfloat16" in dtypes and (GOLDEN / "cotracker3").exists():
+            r = _spawn("--task", "bf16err", threads=args.threads)
+            rows.append(f"| bf16 vs fp32 max track difference on the golden 240x320 video | 12 | bfloat16 | "
+                        f"offline {r['offline']:.3f} px, online {r['online']:.3f} px | | |")
+    if args.only in ("stream", "all"):
+        r = _spawn("--task", "stream", "--points", "100", "--dtype", args.dtype, "--stream-frames",
+                   *map(str, args.stream_frames), threads=args.threads)
+        marks = ", ".join(f"{k} frames: {v:.3f}" for k, v in r["rss_gib"].items())
+        rows.append(f"| online stream, frame by frame, RSS after | 100 | {args.dtype} | {r['seconds']:.0f} total | "
+                    f"{marks} | |")
+    if args.only in ("long", "all"):
+        r = _spawn("--task", "long", "--frames", str(args.frames), "--points", "1000", "--dtype", args.dtype,
+                   threads=args.threads)
+        rows.append(f"| offline, {args.frames} frames 384x512 | 1000 | {args.dtype} | {r['seconds']:.0f} | "
+                    f"{r['peak_gib']:.2f} | (target < 6 GiB) |")
+    print(f"threads={args.threads}; the machine may be shared with other jobs: timings are noisy.\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
