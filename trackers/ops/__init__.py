@@ -7,8 +7,8 @@
 Backends (``backend=`` argument of every op):
 
 ``"auto"`` (default)
-    Triton kernels for CUDA tensors of dtype fp32/fp16/bf16 when Triton can be imported; the PyTorch reference
-    otherwise (CPU tensors, float64, no Triton). Override for a block with :func:`use_backend`, or process-wide with
+    Triton kernels for CUDA tensors of dtype fp32/fp16/bf16 when Triton can be imported (and ``TRITON_INTERPRET``
+    is not set); the PyTorch reference otherwise (CPU tensors, float64, no Triton). Override for a block with :func:`use_backend`, or process-wide with
     ``TRACKERS_OPS_BACKEND=torch|triton|auto``.
 ``"torch"``
     The reference: lean in memory, any device and floating dtype, differentiable.
@@ -17,7 +17,8 @@ Backends (``backend=`` argument of every op):
     before the kernels are first used (slow; for tests). Anything else raises a clear error.
 
 fp16/bf16 inputs are accumulated in fp32 by both backends. ``print(trackers.ops.info())`` shows what runs where.
-Importing this package never imports Triton.
+Importing this package never imports Triton. ``python -m trackers.ops._aot 80 90`` (without ``TRITON_INTERPRET``)
+compiles every kernel for sm_80 / sm_90 without a GPU, which catches lowering and type errors.
 """
 from trackers.ops._backend import BACKENDS, OpsInfo, default_backend, info, use_backend
 from trackers.ops.corr4d import corr4d, corr4d_bytes_moved, corr4d_grid_sample, corr4d_reference, sample_patches

@@ -6,8 +6,8 @@ Every operator in :mod:`trackers.ops` has two implementations:
 * ``"triton"``: fused Triton kernels. They run on CUDA tensors, or on CPU tensors through Triton's interpreter
   when ``TRITON_INTERPRET=1`` was set *before* the kernels were first imported (that is how the tests run them).
 
-``backend="auto"`` (the default of every operator) picks Triton for CUDA tensors when Triton can be imported and
-the dtype is supported, and the reference otherwise. The default can be overridden for a block of code with
+``backend="auto"`` (the default of every operator) picks Triton for CUDA tensors when Triton can be imported, the
+dtype is supported and the interpreter is not requested, and the reference otherwise. The default can be overridden for a block of code with
 :func:`use_backend` (handy to run a whole model on one backend) or process-wide with the environment variable
 ``TRACKERS_OPS_BACKEND``.
 
@@ -98,7 +98,8 @@ def resolve_backend(backend: str, op: str, tensors: tuple[torch.Tensor, ...]) ->
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        if device.type == "cuda" and dtype in TRITON_DTYPES and triton_status()[0]:
+        # under TRITON_INTERPRET=1 the kernels are interpreted Python: never pick them implicitly
+        if device.type == "cuda" and dtype in TRITON_DTYPES and not interpreter_requested() and triton_status()[0]:
             return "triton"
         return "torch"
     ok, _, err = triton_status()
@@ -163,7 +164,7 @@ def info() -> OpsInfo:
         cuda_route = "triton" if ok else "error (Triton missing)"
         cpu_route = "triton (interpreter)" if ok and interp else "error (set TRITON_INTERPRET=1)"
     else:
-        cuda_route = "triton" if ok else "torch (Triton missing)"
+        cuda_route = ("torch (TRITON_INTERPRET=1)" if interp else "triton") if ok else "torch (Triton missing)"
         cpu_route = "torch"
     built = {}
     for name in ("_corr4d_triton", "_msda_triton"):
