@@ -210,9 +210,15 @@ class Block(nn.Module):
         y = self.attn(self.norm1(x).to(mm), attn_mask, query_start).to(x.dtype)
         if query_start:
             x = x[:, query_start:]
-        x = x + self.drop_path(self.ls1(y))
-        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x).to(mm)).to(x.dtype)))
-        return x
+        x = self._residual(x, y, self.ls1)
+        y = self.mlp(self.norm2(x).to(mm)).to(x.dtype)
+        return self._residual(x, y, self.ls2)
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor, ls: nn.Module) -> torch.Tensor:
+        if isinstance(ls, LayerScale) and isinstance(self.drop_path, nn.Identity):
+            # x + gamma * y in one pass (no temporary for gamma * y); this is memory-bound work on CPU.
+            return torch.addcmul(x, y, ls.gamma)
+        return x + self.drop_path(ls(y))
 
     def _matmul_dtype(self) -> torch.dtype:
         return next(self.attn.parameters()).dtype
