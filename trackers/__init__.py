@@ -21,6 +21,7 @@ _LAZY = {
     "PointTracker": "trackers.point_tracker",
     "PointStream": "trackers.point_tracker",
     "LoRATracker": "trackers.lorat_tracker",
+    "LoRATStream": "trackers.lorat_tracker",
     "Tracker": "trackers.base",
     "load_tracker": "trackers.base",
     "PointTracks": "trackers.results",

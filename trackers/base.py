@@ -90,13 +90,17 @@ class Tracker:
     def to(self: T, device: Union[None, str, torch.device] = None, dtype: Union[None, str, torch.dtype] = None) -> T:
         """Move the network to ``device`` and/or cast it to ``dtype`` (in place; returns ``self``)."""
         dtype = _resolve_dtype(dtype)
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point type, got {dtype}")
         if device is not None:
             self.model.to(device=device)
         if dtype is not None:
-            if not dtype.is_floating_point:
-                raise ValueError(f"dtype must be a floating point type, got {dtype}")
-            self.model.to(dtype=dtype)
+            self._cast(dtype)
         return self
+
+    def _cast(self, dtype: torch.dtype) -> None:
+        """Set the network's compute dtype; trackers with a mixed-precision layout override this."""
+        self.model.to(dtype=dtype)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
@@ -169,9 +173,10 @@ class Tracker:
             trackers.hub.WeightsNotAvailableError: weights neither cached nor downloadable.
         """
         if cls is Tracker:
+            extra = {"config_overrides": config_overrides} if config_overrides else {}
             return load_tracker(
                 name_or_path, checkpoint=checkpoint, device=device, dtype=dtype, revision=revision,
-                cache_dir=cache_dir, checkpoints=checkpoints,
+                cache_dir=cache_dir, checkpoints=checkpoints, **extra,
             )
         overrides = {k: Path(v) for k, v in dict(checkpoints or {}).items() if v is not None}
         if checkpoint is not None:
@@ -195,7 +200,8 @@ class Tracker:
                     raise ValueError(f"model {entry.name!r} has no {role!r} file")
                 f = entry.files[role]
                 return hub.download_file(
-                    f.repo_id, f.filename, revision=revision or f.revision, cache_dir=cache_dir, model_name=entry.name
+                    f.repo_id, f.filename, revision=revision or f.revision, cache_dir=cache_dir, model_name=entry.name,
+                    role=role,
                 )
             if role == "weights":
                 return spec["weights"]

@@ -152,7 +152,7 @@ def _check_device(device: Optional[str]) -> Optional[str]:
     return device
 
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_DTYPES = ("bf16", "fp16", "fp32")  # short names that trackers.base resolves
 
 
 def _tracker_name_of(model: str) -> Optional[str]:
@@ -317,7 +317,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be a positive int; got {args.max_frames}")
     device = _check_device(args.device)
-    dtype = _DTYPES[args.dtype] if args.dtype else None
+    dtype = args.dtype
     info = video_info(args.video)  # validates the file before any model is loaded
 
     if queries is not None:
@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--box", metavar="x1,y1,x2,y2", help="initial box on frame 0 (box models)")
     p.add_argument("--checkpoint", metavar="PATH", help="local weights file replacing the registry's download")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), help="compute dtype (default fp32)")
+    p.add_argument("--dtype", choices=_DTYPES, help="compute dtype (default fp32)")
     p.add_argument("--out", "-o", metavar="VIDEO.mp4", help="write an annotated video")
     p.add_argument("--save", metavar="TRACKS.npz", help="save the results (.npz; .csv and .json also work)")
     p.add_argument("--max-frames", type=int, help="only track the first N frames")

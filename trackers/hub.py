@@ -150,8 +150,11 @@ def download_file(
     revision: Optional[str] = None,
     cache_dir: Optional[PathLike] = None,
     model_name: Optional[str] = None,
+    role: str = "weights",
 ) -> Path:
     """Fetch one file through huggingface_hub into its standard cache and return the local path.
+
+    ``role`` is the file's role in its registry entry; it only shapes the error message.
 
     Raises:
         WeightsNotAvailableError: offline and not cached, or missing on the Hub; the message names the model,
@@ -171,10 +174,12 @@ def download_file(
             if isinstance(err, LocalEntryNotFoundError)
             else f"download failed ({type(err).__name__})"
         )
+        local = (
+            "checkpoint=PATH (CLI: --checkpoint PATH)" if role == "weights" else f"checkpoints={{{role!r}: PATH}}"
+        )
         raise WeightsNotAvailableError(
-            f"{who}weights file {filename!r} from Hugging Face repo {repo_id!r} is {reason}. "
-            "Download it once with network access, or pass a local file with checkpoint=PATH "
-            "(CLI: --checkpoint PATH)."
+            f"{who}{role} file {filename!r} from Hugging Face repo {repo_id!r} is {reason}. "
+            f"Download it once with network access, or pass a local file with {local}."
         ) from None
 
 

@@ -12,8 +12,9 @@ Quick start::
 Official release files contain only the LoRA adapters, the head and the type embedding; the frozen DINOv2 backbone
 is a second file. :meth:`LoRATracker.from_pretrained` fetches both (or takes ``checkpoint=`` /
 ``backbone_checkpoint=`` local paths), merges the adapters into the backbone at load time and returns a plain ViT
-with no LoRA modules left (``merge_lora=False`` keeps them un-merged for fine-tuning). ``save_pretrained`` writes one
-self-contained file in the official merged inference layout.
+with no LoRA modules left (``merge_lora=False`` keeps them un-merged for fine-tuning). ``save_pretrained`` writes
+``config.json`` and ``model.safetensors`` (which also carries the config, so the file alone loads back); a merged
+model's keys are those of the official merged inference layout.
 
 Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (a box ``(x, y, w, h)`` is ``(x, y, x+w, y+h)``).
 """
@@ -21,7 +22,7 @@ Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (a box ``(x, y, w
 from __future__ import annotations
 
 import os
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -100,7 +101,11 @@ class LoRATStream:
 
 
 class LoRATracker(Tracker):
-    """LoRAT single-object tracker (registry names ``lorat-{b,l,g}-{224,378}``)."""
+    """LoRAT single-object tracker (registry names ``lorat-{b,l,g}-{224,378}``).
+
+    ``to(dtype=torch.bfloat16)`` (or ``float16``) is mixed precision: the block matrices take that dtype while
+    embeddings, norms, LayerScale, the residual stream and the head stay float32.
+    """
 
     config_class = LoRATConfig
     model_class = LoRAT
@@ -159,25 +164,13 @@ class LoRATracker(Tracker):
         """Compute dtype of the network: that of the transformer-block matrices."""
         return self.model.compute_dtype
 
-    def to(self, device=None, dtype=None) -> "LoRATracker":
-        """Move to ``device`` and/or set the compute ``dtype`` (in place; returns ``self``).
-
-        ``bfloat16`` / ``float16`` store the block matrices in that dtype and keep embeddings, norms, LayerScale,
-        the residual stream and the head in float32 (see :meth:`trackers.models.lorat.LoRAT.to_mixed_precision`).
-        """
-        from trackers.base import _resolve_dtype
-
-        dtype = _resolve_dtype(dtype)
-        if device is not None:
-            self.model.to(device=device)
-        if dtype is not None:
-            if not dtype.is_floating_point:
-                raise ValueError(f"dtype must be a floating point type, got {dtype}")
-            if dtype in (torch.bfloat16, torch.float16):
-                self.model.to_mixed_precision(dtype)
-            else:
-                self.model.to(dtype=dtype)
-        return self
+    def _cast(self, dtype: torch.dtype) -> None:
+        # bfloat16 / float16 store only the block matrices in that dtype and keep embeddings, norms, LayerScale,
+        # the residual stream and the head in float32 (see LoRAT.to_mixed_precision): boxes move less.
+        if dtype in (torch.bfloat16, torch.float16):
+            self.model.to_mixed_precision(dtype)
+        else:
+            self.model.to(dtype=dtype)
 
     def merge_lora(self) -> "LoRATracker":
         """Fold the network's LoRA adapters into the backbone (no-op when already merged)."""
@@ -245,8 +238,8 @@ class LoRATracker(Tracker):
         """Track one target through a clip (or one target per clip of a batch).
 
         Args:
-            video: ``(T, H, W, 3)`` / ``(T, 3, H, W)`` frames (numpy or torch, uint8 or float 0..255), a list of
-                frames, a video file path, or a batch ``(B, T, ...)`` of equally long clips.
+            video: ``(T, H, W, 3)`` / ``(T, 3, H, W)`` frames (numpy or torch, uint8 or float 0..255), a list or
+                other iterable of frames, a video file path, or a batch ``(B, T, ...)`` of equally long clips.
             init_box: ``(x1, y1, x2, y2)`` on frame 0, or ``(B, 4)`` for a batch. Clips of a batch are
                 tracked together, one batched forward per frame.
 
@@ -258,7 +251,7 @@ class LoRATracker(Tracker):
         boxes_in = boxes_as_list(init_box, len(clips))
         iters = [iter(c) for c in clips]
         firsts = []
-        for i, it in enumerate(iters):
+        for it in iters:
             try:
                 firsts.append(as_frame(next(it), name="video frame 0"))
             except StopIteration:
@@ -295,36 +288,20 @@ def _is_registry_name(name_or_path: Any) -> bool:
     from trackers import hub
 
     source = os.fspath(name_or_path)
-    if source.startswith("hf-hub:") or os.path.exists(source):
+    if source.startswith(hub.HF_PREFIX) or os.path.exists(source):
         return False
     return source in hub.list_models()
 
 
-def _clips(video: Any) -> Tuple[List[Any], bool]:
-    """Split ``video`` into per-clip frame sequences without converting whole clips to float."""
-    if isinstance(video, (str, os.PathLike)):
-        from trackers.io import iter_frames
+def _clips(video: Any) -> Tuple[List[Iterable[Any]], bool]:
+    """Split ``video`` into per-clip frame iterators without converting whole clips to float."""
+    from trackers.io import _iter_input_frames, iter_frames
 
+    if isinstance(video, (str, os.PathLike)):
         return [iter_frames(video)], False
-    if isinstance(video, (list, tuple)):
-        if not video:
-            raise ValueError("video has no frames")
-        return [list(video)], False
-    if isinstance(video, np.ndarray):
-        if video.dtype == np.bool_ or video.dtype.kind not in "uif":
-            raise ValueError(f"video must hold numbers (uint8 or float in [0, 255]), got dtype {video.dtype}")
-        video = torch.from_numpy(np.ascontiguousarray(video))
-    if not isinstance(video, torch.Tensor):
-        raise ValueError(f"video must be a numpy array, a torch tensor, a list of frames or a path, "
-                         f"got {type(video).__name__}")
-    if video.ndim == 4:
+    if isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim == 5:
         if video.shape[0] == 0:
-            raise ValueError("video has no frames")
-        return [video.unbind(0)], False
-    if video.ndim == 5:
-        if video.shape[0] == 0 or video.shape[1] == 0:
             raise ValueError(f"video batch of shape {tuple(video.shape)} is empty")
-        return [clip.unbind(0) for clip in video.unbind(0)], True
-    raise ValueError(
-        f"video must be (T, H, W, 3) / (T, 3, H, W) or batched (B, T, ...); got shape {tuple(video.shape)}"
-    )
+        return [_iter_input_frames(clip, name="video") for clip in video], True
+    # A single clip: arrays, tensors and lists of frames are validated like trackers.video.as_video.
+    return [_iter_input_frames(video, name="video")], False

@@ -64,7 +64,7 @@ for _size, _size_name, _file_stem, _dino in [
                     "backbone": WeightFile(_DINOV2_MIRROR, _dino),
                 },
                 converter="trackers.models.lorat:convert_official_checkpoint",
-                license="LoRAT weights: see the official release (unverified); DINOv2 backbone: Apache-2.0",
+                license="LoRAT release (unverified); DINOv2: Apache-2.0",
                 paper=_LORAT_PAPER,
                 description=(
                     f"LoRAT-{_size.upper() if _size != 'g' else 'g'}-{_res} single-object box tracker "

@@ -44,7 +44,7 @@ from trackers.nn.lora import (
     merge_lora_state_dict,
     split_lora_state_dict,
 )
-from trackers.nn.vit import PatchEmbed, ViTSpec, interpolate_pos_embed, make_blocks
+from trackers.nn.vit import PatchEmbed, ViTSpec, interpolate_pos_embed, make_blocks, trunc_normal_init_
 
 __all__ = ["LoRATConfig", "LoRAT", "MlpHead", "LORAT_VARIANTS", "lorat_variant_config", "convert_official_checkpoint"]
 
@@ -194,13 +194,7 @@ class LoRAT(nn.Module):
 
     def reset_parameters(self) -> None:
         """Random init as in training: trunc_normal(0.02) linears, embeddings and type embedding, zero biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.token_type_embed, std=0.02)
+        trunc_normal_init_(self, self.pos_embed, self.token_type_embed)
 
     # ------------------------------------------------------------------------------------------ LoRA
     def add_lora(self, rank: int = 64, alpha: Optional[float] = 64.0, use_rslora: bool = False,

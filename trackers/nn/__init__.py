@@ -28,6 +28,7 @@ from trackers.nn.vit import (
     interpolate_pos_embed,
     make_blocks,
     swiglu_hidden_dim,
+    trunc_normal_init_,
 )
 
 __all__ = [
@@ -55,4 +56,5 @@ __all__ = [
     "merge_lora_state_dict",
     "merge_weight",
     "split_lora_state_dict",
+    "trunc_normal_init_",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "VisionTransformer",
     "interpolate_pos_embed",
     "make_blocks",
+    "trunc_normal_init_",
 ]
 
 
@@ -243,6 +244,19 @@ def make_blocks(
     )
 
 
+def trunc_normal_init_(module: nn.Module, *params: Optional[torch.Tensor], std: float = 0.02) -> None:
+    """The usual ViT initialisation: truncated-normal(``std``) weights and zero biases for every Linear of
+    ``module``, then truncated-normal(``std``) for each of ``params`` (``None`` entries are skipped)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for p in params:
+        if p is not None:
+            nn.init.trunc_normal_(p, std=std)
+
+
 def interpolate_pos_embed(pos: torch.Tensor, src_hw: Sequence[int], dst_hw: Sequence[int],
                           mode: str = "bicubic") -> torch.Tensor:
     """Resize a ``(1, h*w, C)`` grid of position embeddings to ``(1, H*W, C)``.
@@ -295,14 +309,7 @@ class VisionTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """Truncated-normal(0.02) linears and embeddings, zero biases (the usual ViT initialisation)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        for p in (self.cls_token, self.pos_embed):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+        trunc_normal_init_(self, self.cls_token, self.pos_embed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size

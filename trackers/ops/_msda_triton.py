@@ -33,6 +33,38 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "
 
 
 @triton.jit
+def _corners(vbase, sv_s, x, y, H, W, start, q_ok, d_ok):
+    """Bilinear corners of normalised locations ``(x, y)`` on one level: the 4 gathered ``[BLOCK_Q, BLOCK_D]``
+    value tiles (0 outside the map), the fractional parts ``lw``, ``lh``, the top-left row ``r00`` and the 4
+    corner masks (shared by the forward and the backward kernel)."""
+    # pixel coordinates; clamped to a range where every corner is already outside (keeps int casts safe)
+    wf = tl.minimum(tl.maximum(x * W - 0.5, -2.0), W + 1.0)
+    hf = tl.minimum(tl.maximum(y * H - 0.5, -2.0), H + 1.0)
+    w0f = tl.floor(wf)
+    h0f = tl.floor(hf)
+    lw = wf - w0f
+    lh = hf - h0f
+    w0 = w0f.to(tl.int32)
+    h0 = h0f.to(tl.int32)
+    w1 = w0 + 1
+    h1 = h0 + 1
+    in_w0 = (w0 >= 0) & (w0 < W)
+    in_w1 = (w1 >= 0) & (w1 < W)
+    in_h0 = (h0 >= 0) & (h0 < H)
+    in_h1 = (h1 >= 0) & (h1 < H)
+    r00 = start + h0 * W + w0
+    m00 = (q_ok & in_h0 & in_w0)[:, None] & d_ok
+    m01 = (q_ok & in_h0 & in_w1)[:, None] & d_ok
+    m10 = (q_ok & in_h1 & in_w0)[:, None] & d_ok
+    m11 = (q_ok & in_h1 & in_w1)[:, None] & d_ok
+    v00 = tl.load(vbase + (r00 * sv_s)[:, None], mask=m00, other=0.0).to(tl.float32)
+    v01 = tl.load(vbase + ((r00 + 1) * sv_s)[:, None], mask=m01, other=0.0).to(tl.float32)
+    v10 = tl.load(vbase + ((r00 + W) * sv_s)[:, None], mask=m10, other=0.0).to(tl.float32)
+    v11 = tl.load(vbase + ((r00 + W + 1) * sv_s)[:, None], mask=m11, other=0.0).to(tl.float32)
+    return v00, v01, v10, v11, lw, lh, r00, m00, m01, m10, m11
+
+
+@triton.jit
 def _msda_fwd_kernel(
     value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
     Lq, M, C, L, P,
@@ -63,30 +95,7 @@ def _msda_fwd_kernel(
             y = tl.load(lptr + sl_x, mask=q_ok, other=0.0).to(tl.float32)
             a = tl.load(attn_ptr + n * sa_n + q * sa_q + m * sa_m + lvl * sa_l + p * sa_p, mask=q_ok,
                         other=0.0).to(tl.float32)
-            # pixel coordinates; clamped to a range where every corner is already outside (keeps int casts safe)
-            wf = tl.minimum(tl.maximum(x * W - 0.5, -2.0), W + 1.0)
-            hf = tl.minimum(tl.maximum(y * H - 0.5, -2.0), H + 1.0)
-            w0f = tl.floor(wf)
-            h0f = tl.floor(hf)
-            lw = wf - w0f
-            lh = hf - h0f
-            w0 = w0f.to(tl.int32)
-            h0 = h0f.to(tl.int32)
-            w1 = w0 + 1
-            h1 = h0 + 1
-            in_w0 = (w0 >= 0) & (w0 < W)
-            in_w1 = (w1 >= 0) & (w1 < W)
-            in_h0 = (h0 >= 0) & (h0 < H)
-            in_h1 = (h1 >= 0) & (h1 < H)
-            r00 = start + h0 * W + w0
-            m00 = (q_ok & in_h0 & in_w0)[:, None] & d_ok
-            m01 = (q_ok & in_h0 & in_w1)[:, None] & d_ok
-            m10 = (q_ok & in_h1 & in_w0)[:, None] & d_ok
-            m11 = (q_ok & in_h1 & in_w1)[:, None] & d_ok
-            v00 = tl.load(vbase + (r00 * sv_s)[:, None], mask=m00, other=0.0).to(tl.float32)
-            v01 = tl.load(vbase + ((r00 + 1) * sv_s)[:, None], mask=m01, other=0.0).to(tl.float32)
-            v10 = tl.load(vbase + ((r00 + W) * sv_s)[:, None], mask=m10, other=0.0).to(tl.float32)
-            v11 = tl.load(vbase + ((r00 + W + 1) * sv_s)[:, None], mask=m11, other=0.0).to(tl.float32)
+            v00, v01, v10, v11, lw, lh, r00, m00, m01, m10, m11 = _corners(vbase, sv_s, x, y, H, W, start, q_ok, d_ok)
             hw = 1.0 - lw
             hh = 1.0 - lh
             sample = (hh * hw)[:, None] * v00 + (hh * lw)[:, None] * v01 \
@@ -132,29 +141,7 @@ def _msda_bwd_kernel(
             y = tl.load(lptr + sl_x, mask=q_ok, other=0.0).to(tl.float32)
             a = tl.load(attn_ptr + n * sa_n + q * sa_q + m * sa_m + lvl * sa_l + p * sa_p, mask=q_ok,
                         other=0.0).to(tl.float32)
-            wf = tl.minimum(tl.maximum(x * W - 0.5, -2.0), W + 1.0)
-            hf = tl.minimum(tl.maximum(y * H - 0.5, -2.0), H + 1.0)
-            w0f = tl.floor(wf)
-            h0f = tl.floor(hf)
-            lw = wf - w0f
-            lh = hf - h0f
-            w0 = w0f.to(tl.int32)
-            h0 = h0f.to(tl.int32)
-            w1 = w0 + 1
-            h1 = h0 + 1
-            in_w0 = (w0 >= 0) & (w0 < W)
-            in_w1 = (w1 >= 0) & (w1 < W)
-            in_h0 = (h0 >= 0) & (h0 < H)
-            in_h1 = (h1 >= 0) & (h1 < H)
-            r00 = start + h0 * W + w0
-            m00 = (q_ok & in_h0 & in_w0)[:, None] & d_ok
-            m01 = (q_ok & in_h0 & in_w1)[:, None] & d_ok
-            m10 = (q_ok & in_h1 & in_w0)[:, None] & d_ok
-            m11 = (q_ok & in_h1 & in_w1)[:, None] & d_ok
-            v00 = tl.load(vbase + (r00 * sv_s)[:, None], mask=m00, other=0.0).to(tl.float32)
-            v01 = tl.load(vbase + ((r00 + 1) * sv_s)[:, None], mask=m01, other=0.0).to(tl.float32)
-            v10 = tl.load(vbase + ((r00 + W) * sv_s)[:, None], mask=m10, other=0.0).to(tl.float32)
-            v11 = tl.load(vbase + ((r00 + W + 1) * sv_s)[:, None], mask=m11, other=0.0).to(tl.float32)
+            v00, v01, v10, v11, lw, lh, r00, m00, m01, m10, m11 = _corners(vbase, sv_s, x, y, H, W, start, q_ok, d_ok)
             hw = 1.0 - lw
             hh = 1.0 - lh
             lidx = ((n * Lq + q) * M + m) * (L * P) + lvl * P + p  # contiguous grad layouts
