@@ -108,6 +108,7 @@ def test_raw_offline_forward(offline, ct_dir):
     _close(conf, d["conf"], PROB_TOL, "conf")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T", [24, 21])
 def test_raw_online_forward(online, ct_dir, T):
     d = _load(ct_dir, "golden_online_raw.npz")

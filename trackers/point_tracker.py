@@ -345,11 +345,12 @@ class PointTracker(Tracker):
 class PointStream:
     """A live tracking session of an online :class:`PointTracker` (create it with :meth:`PointTracker.stream`).
 
-    Frames arrive through :meth:`step` in any number per call. The model works in windows of 16 frames that advance
-    by 8: a window runs as soon as its 16 frames are there, so results for frame ``t`` are first available once
-    frame ``t + 8 - (t % 8) + 7`` has arrived (frames in the second half of the latest window are refined once more
-    by the next window). :meth:`close` runs the last, partial window. The sequence of windows is exactly that of the
-    official README loop, so the final tracks equal the official online predictor's.
+    Frames arrive through :meth:`step` in any number per call. The model works in windows of ``S = 16`` frames that
+    advance by 8: a window runs as soon as its 16 frames are there, so (0-based) frame ``t`` first gets a result when
+    frame ``max(15, t - t % 8 + 7)`` arrives, and frames in the second half of the latest window are refined once
+    more by the next window. :meth:`close` runs the last, partial window. The windows are exactly those of the
+    official README loop, so the final tracks equal the official online predictor's. Each frame goes through the
+    CNN once (the official code encodes the overlapping half of every window twice; the result is the same).
 
     Points are identified by integer ids (``queries`` given at creation get ``0..N-1``; :meth:`add_queries` returns
     the new ones); results list the active points in id order (:attr:`ids`).

@@ -188,10 +188,11 @@ class _ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.relu(_inorm(self.conv1(x)))
-        y = F.relu(_inorm(self.conv2(y)))
+        # in-place activations: the CNN is memory-bound around its convolutions
+        y = _inorm(self.conv1(x)).relu_()
+        y = _inorm(self.conv2(y)).relu_()
         skip = x if self.downsample is None else self.downsample(x)
-        return F.relu(skip + y)
+        return y.add_(skip).relu_()
 
 
 class Encoder(nn.Module):
@@ -213,14 +214,14 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, 3, H, W) in [-1, 1] -> (B, out_dim, H/stride, W/stride), not normalised."""
         size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
-        x = F.relu(_inorm(self.conv1(x)))
+        x = _inorm(self.conv1(x)).relu_()
         feats = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             # resampling to the same size with align_corners=True is the identity, so skip it
             feats.append(x if x.shape[-2:] == size else
                          F.interpolate(x, size, mode="bilinear", align_corners=True))
-        x = F.relu(_inorm(self.conv2(torch.cat(feats, dim=1))))
+        x = _inorm(self.conv2(torch.cat(feats, dim=1))).relu_()
         return self.conv3(x)
 
 
@@ -454,7 +455,8 @@ class CoTracker3(nn.Module):
             x = video[:, a:b].reshape(B * (b - a), *video.shape[2:]).float()
             if size is not None and tuple(x.shape[-2:]) != tuple(size):
                 x = F.interpolate(x, size, mode="bilinear", align_corners=True)
-            x = 2 * (x / 255.0) - 1.0
+            # frames decoded as (T, H, W, 3) arrive as a channels-last view; the CNN runs faster on plain NCHW
+            x = (2 * (x / 255.0) - 1.0).contiguous()
             f = self.fnet(x.to(cdt)).float()
             f = f / torch.sqrt(torch.clamp(f.square().sum(dim=1, keepdim=True), min=1e-12))
             if out is None:
