@@ -24,14 +24,19 @@ def _golden_root() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "golden"
 
 
+def skip_or_fail_missing_golden(what: str) -> None:
+    """Golden data is missing: fail when it is required (CI), skip otherwise."""
+    if os.environ.get("TRACKERS_REQUIRE_GOLDEN") == "1":
+        pytest.fail(f"golden data required (TRACKERS_REQUIRE_GOLDEN=1) but {what} is missing")
+    pytest.skip(f"golden data not available: {what}")
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     """Folder of golden data; fails (never skips) when TRACKERS_REQUIRE_GOLDEN=1 and it is missing."""
     root = _golden_root()
     if not root.is_dir():
-        if os.environ.get("TRACKERS_REQUIRE_GOLDEN") == "1":
-            pytest.fail(f"golden data required (TRACKERS_REQUIRE_GOLDEN=1) but {root} does not exist")
-        pytest.skip(f"golden data not available at {root}")
+        skip_or_fail_missing_golden(str(root))
     return root
 
 

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_missing_golden
 import torch
 
 from trackers.ops import ms_deform_attn, ms_deform_attn_reference
@@ -25,9 +26,7 @@ CASES = ["case1_single_level_small", "case2_four_levels_nonsquare", "case3_point
 def golden(golden_dir):
     path = golden_dir / "deformable_attn" / "golden_msda.npz"
     if not path.is_file():
-        if os.environ.get("TRACKERS_REQUIRE_GOLDEN") == "1":
-            pytest.fail(f"golden data required but {path} is missing")
-        pytest.skip(f"{path} not available")
+        skip_or_fail_missing_golden(str(path))
     data = np.load(path)
     return {k: torch.from_numpy(data[k]) for k in data.files if "/" in k}
 

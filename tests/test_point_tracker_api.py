@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_missing_golden
 import torch
 
 from trackers.models import cotracker3 as ct
@@ -244,7 +245,7 @@ def test_converter_checks_time_embedding():
 def test_state_dict_layout_matches_official(golden_dir):
     tsv = golden_dir / "cotracker3" / "state_dict_online.tsv"
     if not tsv.exists():
-        pytest.skip("no cotracker3 golden folder")
+        skip_or_fail_missing_golden("the cotracker3 golden folder")
     rows = [line.rstrip("\n").split("\t") for line in open(tsv) if line.strip()]
     expected = {k: tuple(int(s) for s in shape.split("x")) for k, shape, _ in rows}
     sd = CoTracker3(CoTrackerConfig(online=True, window_len=16)).state_dict()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_missing_golden
 import torch
 
 from trackers.point_tracker import PointTracker
@@ -21,7 +22,7 @@ PROB_TOL = 1e-4
 def ct_dir(golden_dir):
     d = golden_dir / "cotracker3"
     if not d.is_dir():
-        pytest.skip("no cotracker3 golden folder")
+        skip_or_fail_missing_golden("the cotracker3 golden folder")
     return d
 
 
