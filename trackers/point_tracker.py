@@ -96,6 +96,18 @@ def _check_grid(grid_size: Any, grid_query_frame: Any) -> Tuple[int, int]:
     return int(grid_size), int(grid_query_frame)
 
 
+def _check_request(queries: Any, grid_size: Any, grid_query_frame: Any, segm_mask: Any) -> Tuple[int, int]:
+    """Exactly one way of choosing points: explicit queries, or a grid (optionally filtered by a mask)."""
+    grid_size, grid_query_frame = _check_grid(grid_size, grid_query_frame)
+    if queries is not None and grid_size > 0:
+        raise ValueError("pass either queries or grid_size, not both")
+    if queries is not None and segm_mask is not None:
+        raise ValueError("segm_mask selects grid points; it cannot be combined with explicit queries")
+    if queries is None and grid_size == 0:
+        raise ValueError("nothing to track: pass queries (N, 3) or grid_size > 0")
+    return grid_size, grid_query_frame
+
+
 def _as_mask(mask: ArrayLike, H: int, W: int) -> Tensor:
     m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).detach().cpu()
     while m.dim() > 2 and m.shape[0] == 1:
@@ -231,13 +243,7 @@ class PointTracker(Tracker):
         return self._finish(out, plan, T)
 
     def _plan(self, H, W, T, queries, grid_size, grid_query_frame, segm_mask, support_grid) -> _Plan:
-        grid_size, grid_query_frame = _check_grid(grid_size, grid_query_frame)
-        if queries is not None and grid_size > 0:
-            raise ValueError("pass either queries or grid_size, not both")
-        if queries is not None and segm_mask is not None:
-            raise ValueError("segm_mask selects grid points; it cannot be combined with explicit queries")
-        if queries is None and grid_size == 0:
-            raise ValueError("nothing to track: pass queries (N, 3) or grid_size > 0")
+        grid_size, grid_query_frame = _check_request(queries, grid_size, grid_query_frame, segm_mask)
         q = None
         if queries is not None:
             q = _as_queries(queries)
@@ -328,13 +334,7 @@ class PointTracker(Tracker):
         if not self.online:
             raise ValueError("stream() needs an online model (e.g. 'cotracker3-online'); this one is offline, "
                              "use track()")
-        grid_size, grid_query_frame = _check_grid(grid_size, grid_query_frame)
-        if queries is not None and grid_size > 0:
-            raise ValueError("pass either queries or grid_size, not both")
-        if queries is not None and segm_mask is not None:
-            raise ValueError("segm_mask selects grid points; it cannot be combined with explicit queries")
-        if queries is None and grid_size == 0:
-            raise ValueError("nothing to track: pass queries (N, 3) or grid_size > 0")
+        grid_size, grid_query_frame = _check_request(queries, grid_size, grid_query_frame, segm_mask)
         q = None if queries is None else _as_queries(queries)
         session = PointStream(self, iters=iters, _pending=(q, grid_size, grid_query_frame, segm_mask, support_grid))
         if image_size is not None:
