@@ -53,7 +53,8 @@ __all__ = [
 # do not depend on them beyond floating-point summation order inside BLAS.
 _CORR_TOKENS = 6144      # correlation: 4 levels x 2401 floats per token
 _BLOCK_TOKENS = 16384    # transformer blocks: ~ (5 x 384 + 1536) floats per token
-_CNN_FRAMES = 8          # frames per CNN call
+_CNN_FRAMES = 1          # frames per CNN call: one frame at a time keeps activations in cache (measured
+                         # 7.1 s vs 10.6 s for 24 frames at 384x512 with batches of 8, 2 threads)
 
 
 @dataclass
