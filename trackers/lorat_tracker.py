@@ -21,6 +21,7 @@ Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (a box ``(x, y, w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -47,15 +48,8 @@ PathLike = Union[str, os.PathLike]
 
 
 def _settings(config: LoRATConfig) -> SOTSettings:
-    return SOTSettings(
-        template_size=config.template_size,
-        search_size=config.search_size,
-        template_factor=config.template_factor,
-        search_factor=config.search_factor,
-        min_object_size=config.min_object_size,
-        window_penalty=config.window_penalty,
-        template_grid=config.template_grid,
-    )
+    # The model config carries every pipeline setting under the same field name (template_grid is a property).
+    return SOTSettings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(SOTSettings)})
 
 
 class LoRATStream:
