@@ -178,6 +178,22 @@ def child_ratio(threads: int, reps: int) -> dict:
     return {k: {"median": _median(v), "min": min(v)} for k, v in times.items()}
 
 
+def child_roofline(threads: int, weights: str) -> dict:
+    """FLOPs of one tracking step and the best GEMM rates of this CPU (see ``_roofline.py``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import trackers
+    from _roofline import best_gemm_gflops, count_flops
+
+    tracker = trackers.LoRATracker.from_pretrained("lorat-b-224", checkpoint=weights)
+    video, init_box, _ = _video_and_box(2)
+    session = tracker.stream(video[0], init_box)
+    total, by_op = count_flops(lambda: session.step(video[1]))
+    return {"gflop": total / 1e9, "by_op": {k: v / 1e9 for k, v in by_op.items()},
+            "fp32": best_gemm_gflops("float32")["best"], "bf16": best_gemm_gflops("bfloat16")["best"]}
+
+
 # ---------------------------------------------------------------------------------------------- driver
 
 def _run_child(args: list) -> dict:
@@ -193,7 +209,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=24, help="tracked frames; the median of the last 10 is reported")
     ap.add_argument("--reps", type=int, default=12, help="repetitions for the merged-vs-plain ratio")
-    ap.add_argument("--child", choices=["track", "ratio"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["track", "ratio", "roofline"], help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -203,6 +219,9 @@ def main() -> None:
         return
     if a.child == "ratio":
         print(json.dumps(child_ratio(a.threads, a.reps)))
+        return
+    if a.child == "roofline":
+        print(json.dumps(child_roofline(a.threads, a.weights)))
         return
 
     import numpy as np
@@ -215,6 +234,7 @@ def main() -> None:
                            "--weights", str(weights)])
             for d in ("fp32", "bf16")
         }
+        roof = _run_child(["--child", "roofline", "--threads", str(a.threads), "--weights", str(weights)])
     ratio = _run_child(["--child", "ratio", "--threads", str(a.threads), "--reps", str(a.reps)])
     load1 = os.getloadavg()
 
@@ -236,6 +256,12 @@ def main() -> None:
               f"| {r['s_per_frame'] / OFFICIAL_S_PER_FRAME:.2f}x | {r['forward_s']:.3f} | {r['peak_rss_gib']:.2f} "
               f"| {diff} |")
     print(f"\nOfficial reference: {OFFICIAL_S_PER_FRAME} s/frame, {OFFICIAL_PEAK_GIB} GiB peak (fp32).\n")
+    print("| compute bound (one tracking step) | GFLOP | best GEMM GFLOP/s | bound s/frame | target s/frame |")
+    print("|---|---|---|---|---|")
+    for d, factor in (("fp32", 0.8), ("bf16", 0.4)):
+        print(f"| {d} | {roof['gflop']:.1f} | {roof[d]:.0f} | {roof['gflop'] / roof[d]:.3f} "
+              f"| {factor * OFFICIAL_S_PER_FRAME:.3f} |")
+    print()
     print("| network (fp32, batch 1, interleaved runs) | s/forward (median) | s/forward (min) "
           "| ratio to plain ViT (median) | ratio (min) |")
     print("|---|---|---|---|---|")

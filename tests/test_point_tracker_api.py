@@ -97,9 +97,25 @@ def test_offline_chunking_does_not_change_results(offline, monkeypatch):
     monkeypatch.setattr(ct, "_CORR_TOKENS", 7)
     monkeypatch.setattr(ct, "_BLOCK_TOKENS", 9)
     monkeypatch.setattr(ct, "_CNN_FRAMES", 3)
+    monkeypatch.setattr(ct, "_MLP_ROWS", 5)
     chunked = offline.track(_video(), QUERIES, backward=True)
     assert torch.allclose(full.tracks, chunked.tracks, atol=1e-4)
     assert torch.allclose(full.visibility, chunked.visibility, atol=1e-5)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_mlp_pieces_equal_plain_mlp(monkeypatch, approximate):
+    # inference runs the MLPs piece by piece into preallocated buffers; training (grad enabled) takes the plain path
+    monkeypatch.setattr(ct, "_MLP_ROWS", 7)
+    torch.manual_seed(0)
+    mlp = ct._Mlp(12, 20, 6, approximate)
+    x = torch.randn(3, 11, 12)[:, ::2]  # non-contiguous, 18 rows = 3 pieces (7, 7, 4)
+    plain = mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x), approximate=approximate))
+    with torch.no_grad():
+        pieces = mlp(x)
+    assert pieces.shape == (3, 6, 6)
+    torch.testing.assert_close(pieces, plain.detach(), rtol=1e-6, atol=1e-6)
+    assert mlp(x).requires_grad
 
 
 def test_offline_backward_uses_reversed_clip(offline):
