@@ -48,6 +48,19 @@ _AOT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 
 
 @triton.jit
+def _window_origin(cptr, sc_x, H, W, RADIUS: tl.constexpr):
+    """Integer window origin ``floor(p)`` and fractional parts of the track position at ``cptr`` (x, then y)."""
+    px = tl.load(cptr).to(tl.float32)
+    py = tl.load(cptr + sc_x).to(tl.float32)
+    # beyond this range every tap lands on the same border pixel; the clamp keeps floor() away from int overflow
+    px = tl.minimum(tl.maximum(px, -RADIUS - 2.0), W + RADIUS + 1.0)
+    py = tl.minimum(tl.maximum(py, -RADIUS - 2.0), H + RADIUS + 1.0)
+    fx = tl.floor(px)
+    fy = tl.floor(py)
+    return fx, fy, px - fx, py - fy
+
+
+@triton.jit
 def _corr4d_fwd_kernel(
     fmap_ptr, coords_ptr, sup_ptr, out_ptr,
     T, N, C, H, W,
@@ -64,16 +77,7 @@ def _corr4d_fwd_kernel(
     n = bn % N
     b = bn // N
 
-    cptr = coords_ptr + b * sc_b + t * sc_t + n * sc_n
-    px = tl.load(cptr).to(tl.float32)
-    py = tl.load(cptr + sc_x).to(tl.float32)
-    # beyond this range every tap lands on the same border pixel; the clamp keeps floor() away from int overflow
-    px = tl.minimum(tl.maximum(px, -RADIUS - 2.0), W + RADIUS + 1.0)
-    py = tl.minimum(tl.maximum(py, -RADIUS - 2.0), H + RADIUS + 1.0)
-    fx = tl.floor(px)
-    fy = tl.floor(py)
-    ax = px - fx
-    ay = py - fy
+    fx, fy, ax, ay = _window_origin(coords_ptr + b * sc_b + t * sc_t + n * sc_n, sc_x, H, W, RADIUS)
 
     rows = tl.arange(0, KP)
     row_ok = rows < K
@@ -144,15 +148,7 @@ def _corr4d_bwd_kernel(
     gcofs = ch[None, :]
     gmask = row_ok[:, None] & row_ok[None, :]
     for t in range(0, T):
-        cptr = coords_ptr + b * sc_b + t * sc_t + n * sc_n
-        px = tl.load(cptr).to(tl.float32)
-        py = tl.load(cptr + sc_x).to(tl.float32)
-        px = tl.minimum(tl.maximum(px, -RADIUS - 2.0), W + RADIUS + 1.0)
-        py = tl.minimum(tl.maximum(py, -RADIUS - 2.0), H + RADIUS + 1.0)
-        fx = tl.floor(px)
-        fy = tl.floor(py)
-        ax = px - fx
-        ay = py - fy
+        fx, fy, ax, ay = _window_origin(coords_ptr + b * sc_b + t * sc_t + n * sc_n, sc_x, H, W, RADIUS)
         ix0 = fx.to(tl.int32) + rows // D - RADIUS
         iy0 = fy.to(tl.int32) + rows % D - RADIUS
         ix1 = tl.minimum(tl.maximum(ix0 + 1, 0), W - 1)

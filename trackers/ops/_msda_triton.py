@@ -65,6 +65,43 @@ def _corners(vbase, sv_s, x, y, H, W, start, q_ok, d_ok):
 
 
 @triton.jit
+def _program_tile(Lq, M, C, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's batch item ``n``, head ``m`` and block of queries ``q`` (with masks) over channels ``d``."""
+    pid = tl.program_id(0).to(tl.int64)
+    nqb = tl.cdiv(Lq, BLOCK_Q)
+    qb = pid % nqb
+    nm = pid // nqb
+    q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    d = tl.arange(0, BLOCK_D)
+    return nm // M, nm % M, q, q < Lq, d, (d < C)[None, :]
+
+
+@triton.jit
+def _level(shapes_ptr, starts_ptr, lvl):
+    """Height, width and flat start offset of pyramid level ``lvl``."""
+    H = tl.load(shapes_ptr + 2 * lvl).to(tl.int32)
+    W = tl.load(shapes_ptr + 2 * lvl + 1).to(tl.int32)
+    return H, W, tl.load(starts_ptr + lvl).to(tl.int64)
+
+
+@triton.jit
+def _blend(v00, v01, v10, v11, lw, lh):
+    """Bilinear combination of the four corner values (``lw``/``lh``: fractional parts along x/y)."""
+    hw = 1.0 - lw
+    hh = 1.0 - lh
+    return (hh * hw)[:, None] * v00 + (hh * lw)[:, None] * v01 + (lh * hw)[:, None] * v10 + (lh * lw)[:, None] * v11
+
+
+@triton.jit
+def _load_point(lptr, sl_x, aptr, q_ok):
+    """Sampling location (x, y) and attention weight of one point for a block of queries, in fp32."""
+    x = tl.load(lptr, mask=q_ok, other=0.0).to(tl.float32)
+    y = tl.load(lptr + sl_x, mask=q_ok, other=0.0).to(tl.float32)
+    a = tl.load(aptr, mask=q_ok, other=0.0).to(tl.float32)
+    return x, y, a
+
+
+@triton.jit
 def _msda_fwd_kernel(
     value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
     Lq, M, C, L, P,
@@ -73,34 +110,16 @@ def _msda_fwd_kernel(
     sa_n, sa_q, sa_m, sa_l, sa_p,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    nqb = tl.cdiv(Lq, BLOCK_Q)
-    qb = pid % nqb
-    nm = pid // nqb
-    m = nm % M
-    n = nm // M
-    q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_ok = q < Lq
-    d = tl.arange(0, BLOCK_D)
-    d_ok = (d < C)[None, :]
+    n, m, q, q_ok, d, d_ok = _program_tile(Lq, M, C, BLOCK_Q, BLOCK_D)
     vbase = value_ptr + n * sv_n + m * sv_m + (d * sv_c)[None, :]
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
     for lvl in range(0, L):
-        H = tl.load(shapes_ptr + 2 * lvl).to(tl.int32)
-        W = tl.load(shapes_ptr + 2 * lvl + 1).to(tl.int32)
-        start = tl.load(starts_ptr + lvl).to(tl.int64)
+        H, W, start = _level(shapes_ptr, starts_ptr, lvl)
         for p in range(0, P):
-            lptr = loc_ptr + n * sl_n + q * sl_q + m * sl_m + lvl * sl_l + p * sl_p
-            x = tl.load(lptr, mask=q_ok, other=0.0).to(tl.float32)
-            y = tl.load(lptr + sl_x, mask=q_ok, other=0.0).to(tl.float32)
-            a = tl.load(attn_ptr + n * sa_n + q * sa_q + m * sa_m + lvl * sa_l + p * sa_p, mask=q_ok,
-                        other=0.0).to(tl.float32)
+            x, y, a = _load_point(loc_ptr + n * sl_n + q * sl_q + m * sl_m + lvl * sl_l + p * sl_p, sl_x,
+                                  attn_ptr + n * sa_n + q * sa_q + m * sa_m + lvl * sa_l + p * sa_p, q_ok)
             v00, v01, v10, v11, lw, lh, r00, m00, m01, m10, m11 = _corners(vbase, sv_s, x, y, H, W, start, q_ok, d_ok)
-            hw = 1.0 - lw
-            hh = 1.0 - lh
-            sample = (hh * hw)[:, None] * v00 + (hh * lw)[:, None] * v01 \
-                + (lh * hw)[:, None] * v10 + (lh * lw)[:, None] * v11
-            acc += a[:, None] * sample
+            acc += a[:, None] * _blend(v00, v01, v10, v11, lw, lh)
     optrs = out_ptr + (n * Lq + q)[:, None] * (M * C) + m * C + d[None, :]
     tl.store(optrs, acc.to(out_ptr.dtype.element_ty), mask=q_ok[:, None] & d_ok)
 
@@ -116,38 +135,23 @@ def _msda_bwd_kernel(
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
     NEED_VALUE: tl.constexpr, NEED_LOC: tl.constexpr, NEED_ATTN: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    nqb = tl.cdiv(Lq, BLOCK_Q)
-    qb = pid % nqb
-    nm = pid // nqb
-    m = nm % M
-    n = nm // M
-    q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_ok = q < Lq
-    d = tl.arange(0, BLOCK_D)
-    d_ok = (d < C)[None, :]
+    n, m, q, q_ok, d, d_ok = _program_tile(Lq, M, C, BLOCK_Q, BLOCK_D)
     vbase = value_ptr + n * sv_n + m * sv_m + (d * sv_c)[None, :]
     # fp32 grad buffer is a contiguous (N, S, M, C) tensor
     gvbase = gvalue_ptr + (n * S * M + m) * C + d[None, :]
     g = tl.load(gout_ptr + (n * Lq + q)[:, None] * (M * C) + m * C + d[None, :], mask=q_ok[:, None] & d_ok,
                 other=0.0).to(tl.float32)
     for lvl in range(0, L):
-        H = tl.load(shapes_ptr + 2 * lvl).to(tl.int32)
-        W = tl.load(shapes_ptr + 2 * lvl + 1).to(tl.int32)
-        start = tl.load(starts_ptr + lvl).to(tl.int64)
+        H, W, start = _level(shapes_ptr, starts_ptr, lvl)
         for p in range(0, P):
-            lptr = loc_ptr + n * sl_n + q * sl_q + m * sl_m + lvl * sl_l + p * sl_p
-            x = tl.load(lptr, mask=q_ok, other=0.0).to(tl.float32)
-            y = tl.load(lptr + sl_x, mask=q_ok, other=0.0).to(tl.float32)
-            a = tl.load(attn_ptr + n * sa_n + q * sa_q + m * sa_m + lvl * sa_l + p * sa_p, mask=q_ok,
-                        other=0.0).to(tl.float32)
+            x, y, a = _load_point(loc_ptr + n * sl_n + q * sl_q + m * sl_m + lvl * sl_l + p * sl_p, sl_x,
+                                  attn_ptr + n * sa_n + q * sa_q + m * sa_m + lvl * sa_l + p * sa_p, q_ok)
             v00, v01, v10, v11, lw, lh, r00, m00, m01, m10, m11 = _corners(vbase, sv_s, x, y, H, W, start, q_ok, d_ok)
             hw = 1.0 - lw
             hh = 1.0 - lh
             lidx = ((n * Lq + q) * M + m) * (L * P) + lvl * P + p  # contiguous grad layouts
             if NEED_ATTN:
-                sample = (hh * hw)[:, None] * v00 + (hh * lw)[:, None] * v01 \
-                    + (lh * hw)[:, None] * v10 + (lh * lw)[:, None] * v11
+                sample = _blend(v00, v01, v10, v11, lw, lh)
                 tl.store(gattn_ptr + lidx, tl.sum(g * sample, axis=1), mask=q_ok)
             if NEED_LOC:
                 ga = g * a[:, None]

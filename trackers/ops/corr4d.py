@@ -119,11 +119,21 @@ class _Corr4dTorch(torch.autograd.Function):
         return gf, gc, gs, None
 
 
-def _prepare(fmap: torch.Tensor, support: torch.Tensor, cdtype: torch.dtype):
+def _prepare(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radius: int):
+    """What the forward and backward passes share: compute dtype, pixel rows, support, chunk size and windows.
+
+    Returns ``(cdtype, rows, support, step, idx, ax, ay)`` with ``idx (B, N, T, E, E)`` contiguous flat row indices
+    of every track's window and ``ax, ay (B, N, T)`` its fractional parts.
+    """
     B, T, C, H, W = fmap.shape
+    N = coords.shape[2]
+    D, E = 2 * radius + 1, 2 * radius + 2
+    cdtype = _compute_dtype(fmap, coords, support)
     # channels-last rows: one row per (b, t, y, x) pixel so that a window gather is a single index_select
     rows = fmap.permute(0, 1, 3, 4, 2).reshape(B * T * H * W, C).to(cdtype)
-    return rows, support.to(cdtype)
+    step = _chunk_size(B, T, E, C, D * D, N, fmap.device)
+    idx, ax, ay = _chunk_window(coords, radius, B, T, H, W, cdtype)
+    return cdtype, rows, support.to(cdtype), step, idx.contiguous(), ax, ay
 
 
 def _chunk_window(coords_c, radius, B, T, H, W, cdtype):
@@ -136,15 +146,13 @@ def _chunk_window(coords_c, radius, B, T, H, W, cdtype):
 
 
 def _corr4d_torch_fwd(fmap, coords, support, radius):
-    B, T, C, H, W = fmap.shape
+    B, T, C = fmap.shape[:3]
     N = coords.shape[2]
     D, E = 2 * radius + 1, 2 * radius + 2
     K = D * D
-    cdtype = _compute_dtype(fmap, coords, support)
-    rows, sup = _prepare(fmap, support, cdtype)
+    cdtype, rows, sup, step, idx_all, ax_all, ay_all = _prepare(fmap, coords, support, radius)
     sup_t = sup.transpose(2, 3).contiguous()  # (B, N, C, K): a plain right-hand operand is ~15% faster in bmm
     out = torch.empty(B, T, N, D, D, K, device=fmap.device, dtype=fmap.dtype)
-    step = _chunk_size(B, T, E, C, K, N, fmap.device)
     # Workspaces are allocated once and reused by every chunk: on CPU, freshly allocated large tensors are paid for
     # again in page faults, which cost more than the arithmetic here.
     kw = dict(device=fmap.device, dtype=cdtype)
@@ -153,8 +161,6 @@ def _corr4d_torch_fwd(fmap, coords, support, radius):
     t_buf = torch.empty(B * step * T * D * E * K, **kw)
     direct = out.dtype == cdtype
     r_buf = None if direct else torch.empty(B * step * T * D * D * K, **kw)
-    idx_all, ax_all, ay_all = _chunk_window(coords, radius, B, T, H, W, cdtype)
-    idx_all = idx_all.contiguous()
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
         nc = n1 - n0
@@ -181,19 +187,15 @@ def _corr4d_torch_bwd(fmap, coords, support, radius, grad_out, need_f, need_c, n
     N = coords.shape[2]
     D, E = 2 * radius + 1, 2 * radius + 2
     K = D * D
-    cdtype = _compute_dtype(fmap, coords, support)
-    rows, sup = _prepare(fmap, support, cdtype)
+    cdtype, rows, sup, step, idx_all, ax_all, ay_all = _prepare(fmap, coords, support, radius)
     gout = grad_out.reshape(B, T, N, D, D, K)
     g_rows = torch.zeros_like(rows) if need_f else None
     g_coords = torch.zeros(B, T, N, 2, device=coords.device, dtype=cdtype) if need_c else None
     g_sup = torch.zeros(B, N, K, C, device=support.device, dtype=cdtype) if need_s else None
-    step = _chunk_size(B, T, E, C, K, N, fmap.device)
     kw = dict(device=fmap.device, dtype=cdtype)
     g_buf = torch.empty(B * step * T * E * E * C, **kw)
     gt_buf = torch.empty(B * step * T * D * E * K, **kw)
     gd_buf = torch.empty(B * step * T * E * E * K, **kw)
-    idx_all, ax_all, ay_all = _chunk_window(coords, radius, B, T, H, W, cdtype)
-    idx_all = idx_all.contiguous()
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
         nc = n1 - n0
