@@ -1,0 +1,240 @@
+"""One-stream ViT encoder with candidate elimination (the OSTrack backbone that DETRack uses as its encoder).
+
+Template ``z`` and search region ``x`` are patchified by one shared patch embedding, each gets its own learned
+position grid (``pos_embed_z`` for the template grid, ``pos_embed_x`` for the search grid; no class token, no
+segment embedding), the two token sets are concatenated ``[z; x]`` and run through plain pre-norm ViT blocks with
+full self-attention, then a final LayerNorm.
+
+Candidate elimination (CE). In the blocks listed in ``ce_locations`` (0-based block indices; OSTrack-B uses 3, 6
+and 9 with keep ratio 0.7 each) the search tokens are ranked right after the attention sub-layer (and its
+residual): a token's score is the post-softmax attention it receives from the template rows selected by the
+template mask, averaged over those rows and over heads. The ``ceil(keep_ratio * n)`` best search tokens (sorted
+by descending score) continue into the block's MLP and the following blocks; the others are dropped for good.
+Template tokens are never dropped. With the default template mask -- the single template token at row and column
+``g // 2 - 1`` of the ``g x g`` template grid (index 27 of 8x8), OSTrack's "centre point" -- a 256-token search grid
+shrinks 256 -> 180 -> 126 -> 89. Keep ratio 1.0 (in the config or per call) turns CE off; the network is then
+a plain ViT. Scores are computed in full precision from ``q_template @ k^T`` so the selection matches OSTrack's
+explicit attention matrix; the block output itself uses fused scaled-dot-product attention.
+
+:meth:`EncoderOutput.recover` puts the kept search tokens back into their row-major grid positions with zero
+vectors for the dropped ones (OSTrack's recovery, after the final norm).
+
+Parameter names are OSTrack's (``patch_embed.proj``, ``pos_embed_z``, ``pos_embed_x``, ``blocks.N.norm1``,
+``blocks.N.attn.qkv``, ``blocks.N.attn.proj``, ``blocks.N.norm2``, ``blocks.N.mlp.fc1|fc2``, ``norm``), which are
+also MAE's block names, so MAE / CAE / OSTrack backbones load through :mod:`trackers.models.detrack.convert`.
+With ``layerscale_init`` set the blocks carry per-channel ``ls1.gamma`` / ``ls2.gamma`` (CAE's ``gamma_1`` /
+``gamma_2``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trackers.nn.vit import Block, PatchEmbed, trunc_normal_init_
+
+__all__ = ["CEViTEncoder", "EncoderOutput", "centre_template_mask"]
+
+
+def centre_template_mask(batch: int, grid: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """OSTrack's "centre point" template mask: ``(batch, grid, grid)`` bool, True only at row = col = grid//2 - 1
+    (index 27 of an 8x8 grid; clamped to 0 for a 1x1 grid)."""
+    mask = torch.zeros(batch, grid, grid, dtype=torch.bool, device=device)
+    c = max(grid // 2 - 1, 0)
+    mask[:, c, c] = True
+    return mask
+
+
+@dataclass
+class EncoderOutput:
+    """What the encoder produced for one batch.
+
+    Attributes:
+        tokens: ``(B, Nz + Nk, C)`` final-normed tokens: the ``Nz`` template tokens, then the ``Nk`` search tokens
+            that survived candidate elimination, in the encoder's internal order (not grid order).
+        search_index: ``(B, Nk)`` row-major search-grid index of each kept search token (same order as tokens).
+        kept_index: per CE stage, ``(B, n_kept)`` grid indices kept at that stage, best score first.
+        removed_index: per CE stage, ``(B, n_removed)`` grid indices dropped at that stage, best score first.
+        ce_scores: per CE stage, ``(B, Hs*Ws)`` the CE score of every search token by grid index (NaN where the
+            token had already been dropped), detached.
+        num_template: ``Nz``.
+        grid: search grid ``(Hs, Ws)``.
+    """
+
+    tokens: torch.Tensor
+    search_index: torch.Tensor
+    num_template: int
+    grid: Tuple[int, int]
+    kept_index: List[torch.Tensor] = field(default_factory=list)
+    removed_index: List[torch.Tensor] = field(default_factory=list)
+    ce_scores: List[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def template_tokens(self) -> torch.Tensor:
+        return self.tokens[:, : self.num_template]
+
+    @property
+    def search_tokens(self) -> torch.Tensor:
+        """Kept search tokens ``(B, Nk, C)`` in internal order (see ``search_index``)."""
+        return self.tokens[:, self.num_template:]
+
+    def recover(self) -> torch.Tensor:
+        """``(B, Nz + Hs*Ws, C)``: template tokens, then all search tokens in row-major grid order, zero vectors
+        where candidate elimination dropped a token."""
+        b, _, c = self.tokens.shape
+        n = self.grid[0] * self.grid[1]
+        search = self.search_tokens
+        full = search.new_zeros(b, n, c).scatter(1, self.search_index[..., None].expand(-1, -1, c), search)
+        return torch.cat([self.template_tokens, full], dim=1)
+
+
+class CEViTEncoder(nn.Module):
+    """ViT one-stream encoder with candidate elimination (see the module docstring).
+
+    Args:
+        template_size, search_size: input sides in pixels (multiples of ``patch_size``).
+        patch_size: patch side (16 for ViT-B/16).
+        embed_dim, depth, num_heads: ViT width, number of blocks, attention heads.
+        ffn_hidden: MLP hidden width (ViT: 4 * embed_dim).
+        ce_locations: 0-based indices of the blocks that eliminate candidates.
+        ce_keep_ratio: fraction of the current search tokens kept at each CE block (one value for all or one
+            per location); 1.0 disables that stage.
+        qkv_bias: bias on the fused qkv projection (MAE / OSTrack: True; CAE: loaded as [q_bias, 0, v_bias]).
+        layerscale_init: None for plain blocks (MAE / OSTrack), a value to add per-channel LayerScale (CAE).
+        drop_path_rate: stochastic depth, increasing linearly from 0 to this value over the blocks (training).
+        norm_eps: LayerNorm epsilon.
+    """
+
+    def __init__(
+        self,
+        template_size: int = 128,
+        search_size: int = 256,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        ffn_hidden: int = 3072,
+        ce_locations: Sequence[int] = (3, 6, 9),
+        ce_keep_ratio: Union[float, Sequence[float]] = 0.7,
+        qkv_bias: bool = True,
+        layerscale_init: Optional[float] = None,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        for name, v in (("template_size", template_size), ("search_size", search_size)):
+            if v <= 0 or v % patch_size:
+                raise ValueError(f"CEViTEncoder: {name}={v} must be a positive multiple of patch_size={patch_size}")
+        self.patch_size = patch_size
+        self.template_grid = template_size // patch_size
+        self.search_grid = search_size // patch_size
+        self.ce_locations = tuple(int(i) for i in ce_locations)
+        ratios = [float(ce_keep_ratio)] * len(self.ce_locations) if isinstance(ce_keep_ratio, (int, float)) \
+            else [float(r) for r in ce_keep_ratio]
+        if len(ratios) != len(self.ce_locations):
+            raise ValueError(f"CEViTEncoder: {len(ratios)} keep ratios for {len(self.ce_locations)} CE locations")
+        for i in self.ce_locations:
+            if not 0 <= i < depth:
+                raise ValueError(f"CEViTEncoder: CE location {i} is outside the {depth} blocks")
+        for r in ratios:
+            if not 0.0 < r <= 1.0:
+                raise ValueError(f"CEViTEncoder: keep ratio {r} must be in (0, 1]")
+        self.ce_keep_ratio = dict(zip(self.ce_locations, ratios))
+
+        self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
+        self.pos_embed_z = nn.Parameter(torch.zeros(1, self.template_grid ** 2, embed_dim))
+        self.pos_embed_x = nn.Parameter(torch.zeros(1, self.search_grid ** 2, embed_dim))
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, ffn_hidden, layerscale_init=layerscale_init, drop_path=rates[i],
+                  norm_eps=norm_eps, qkv_bias=qkv_bias)
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        trunc_normal_init_(self, self.pos_embed_z, self.pos_embed_x)
+
+    def _keep_ratio(self, block: int, override: Optional[float]) -> float:
+        """Keep ratio of ``block`` for this call (1.0 = no elimination). A per-call value replaces the configured
+        ratio at every CE location (a training-time keep-rate schedule); blocks configured with 1.0 never prune."""
+        cfg = self.ce_keep_ratio.get(block, 1.0)
+        if cfg >= 1.0:
+            return 1.0
+        return cfg if override is None else float(override)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, template_mask: Optional[torch.Tensor] = None,
+                ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
+        """Encode ``z (B,3,Ht,Wt)`` and ``x (B,3,Hs,Ws)`` (ImageNet-normalised).
+
+        Args:
+            template_mask: ``(B, gt, gt)`` bool, the template tokens whose attention ranks the search tokens;
+                None = the centre token.
+            ce_keep_ratio: optional per-call keep ratio for every CE block (e.g. a warm-up schedule), 1.0 = no CE.
+        """
+        if ce_keep_ratio is not None and not 0.0 < ce_keep_ratio <= 1.0:
+            raise ValueError(f"ce_keep_ratio must be in (0, 1], got {ce_keep_ratio}")
+        gt, gs = self.template_grid, self.search_grid
+        tz, tx = self.patch_embed(z), self.patch_embed(x)
+        if tz.shape[1] != gt * gt or tx.shape[1] != gs * gs:
+            raise ValueError(
+                f"CEViTEncoder: expected a {gt * self.patch_size}px template and a {gs * self.patch_size}px search "
+                f"region, got {tuple(z.shape[-2:])} and {tuple(x.shape[-2:])}")
+        b = tz.shape[0]
+        if template_mask is None:
+            template_mask = centre_template_mask(b, gt, tz.device)
+        if template_mask.shape != (b, gt, gt):
+            raise ValueError(f"template_mask must be ({b}, {gt}, {gt}), got {tuple(template_mask.shape)}")
+        rows = template_mask.reshape(b, gt * gt).to(torch.float32)
+        if bool((rows.sum(-1) == 0).any()):
+            raise ValueError("template_mask selects no template token for some batch item")
+
+        nz = gt * gt
+        h = torch.cat([tz + self.pos_embed_z, tx + self.pos_embed_x], dim=1)
+        search_index = torch.arange(gs * gs, device=h.device).expand(b, -1)
+        out = EncoderOutput(h, search_index, nz, (gs, gs))
+        for i, blk in enumerate(self.blocks):
+            h, search_index = self._block(blk, h, nz, rows, search_index, self._keep_ratio(i, ce_keep_ratio), out)
+        out.tokens = self.norm(h)
+        out.search_index = search_index
+        return out
+
+    def _block(self, blk: Block, h: torch.Tensor, nz: int, rows: torch.Tensor, search_index: torch.Tensor,
+               keep_ratio: float, out: EncoderOutput) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One pre-norm block with an optional elimination step between its attention and MLP sub-layers."""
+        b, n, c = h.shape
+        attn = blk.attn
+        qkv = attn.qkv(blk.norm1(h)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        h = h + blk.drop_path(blk.ls1(attn.proj(y)))
+        if keep_ratio < 1.0:
+            h, search_index = self._eliminate(h, q, k, nz, rows, search_index, keep_ratio, out)
+        return h + blk.drop_path(blk.ls2(blk.mlp(blk.norm2(h)))), search_index
+
+    @staticmethod
+    def _eliminate(h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, nz: int, rows: torch.Tensor,
+                   search_index: torch.Tensor, keep_ratio: float,
+                   out: EncoderOutput) -> Tuple[torch.Tensor, torch.Tensor]:
+        b, n, c = h.shape
+        ns = n - nz
+        scale = q.shape[-1] ** -0.5
+        # Attention probabilities of the template rows only (each softmax still runs over all n keys).
+        probs = ((q[:, :, :nz] @ k.transpose(-2, -1)) * scale).softmax(dim=-1)[..., nz:]  # (B, heads, nz, ns)
+        w = rows.to(probs.dtype)
+        score = (probs * w[:, None, :, None]).sum(2) / w.sum(-1)[:, None, None]  # mean over selected rows
+        score = score.mean(dim=1)  # mean over heads -> (B, ns)
+        keep = math.ceil(keep_ratio * ns)
+        order = torch.sort(score, dim=1, descending=True).indices
+        kept, dropped = order[:, :keep], order[:, keep:]
+        new_index = search_index.gather(1, kept)
+        out.kept_index.append(new_index)
+        out.removed_index.append(search_index.gather(1, dropped))
+        n_grid = out.grid[0] * out.grid[1]
+        full = score.new_full((b, n_grid), float("nan")).scatter(1, search_index, score.detach())
+        out.ce_scores.append(full)
+        search = h[:, nz:].gather(1, kept[..., None].expand(-1, -1, c))
+        return torch.cat([h[:, :nz], search], dim=1), new_index
