@@ -1,0 +1,1 @@
+"""Training, evaluation and benchmarking tools built on top of the trackers package."""
