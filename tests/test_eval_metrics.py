@@ -210,6 +210,10 @@ def test_tapvid_bad_inputs():
         M.tapvid_metrics(gt, vis[:3], gt, vis, q)
     with pytest.raises(ValueError, match="stride"):
         M.sample_queries_strided(gt, vis, stride=0)
+    # probabilities are refused (casting would make every non-zero probability "visible"); 0/1 floats are fine
+    with pytest.raises(ValueError, match="Threshold probabilities"):
+        M.tapvid_metrics(gt, np.full((4, 2), 0.3), gt, vis, q)
+    assert M.tapvid_metrics(gt, vis.astype(np.float32), gt, vis, q)["occlusion_accuracy"] == 1.0
 
 
 # ============================================================================================ GOT-10k
@@ -249,8 +253,9 @@ def test_got10k_hand_computed():
     r = M.got10k_metrics(pred, gt, cover=[8, 8, 0])  # absent frame 2 dropped
     _close([r.ao, r.sr50], [1.0, 1.0], atol=1e-15)
     # IoU exactly 0.5 is not a success (strict >)
-    r = M.got10k_metrics(np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float), np.array([[0, 0, 10, 10], [0, 0, 20, 10]], float))
-    assert r.sr50 == 0.0
+    r = M.got10k_metrics(np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float),
+                         np.array([[0, 0, 10, 10], [0, 0, 20, 10]], float))
+    assert r.ious[0] == 0.5 and r.sr50 == 0.0
     # clipping quirk: a GT box hanging 10 px off the left border is moved inside, not cropped
     gt = np.array([[0, 0, 1, 1], [-10, 0, 40, 30]], float)
     pred = np.array([[0, 0, 1, 1], [0, 0, 50, 30]], float)
@@ -357,6 +362,13 @@ def test_ope_hand_computed_and_validity_rules():
     # LaSOT: frames flagged invisible are failures for precision even with a valid GT box
     r = M.ope_metrics(pred, gt, benchmark="lasot", target_visible=[True, False])
     assert r.valid.tolist() == [True, False] and r.center_error[1] == np.inf and r.norm_center_error[1] == np.inf
+    # UAV rules: NaN ground truth is allowed (invalid frame) and an invalid frame's centre error -1 is "precise"
+    gt_nan = np.array([[10, 10, 20, 20], [np.nan] * 4], float)
+    r = M.ope_metrics(pred, gt_nan, benchmark="uav")
+    assert r.valid.tolist() == [True, False] and r.center_error[1] == -1.0 and r.overlap[1] == -1.0
+    _close([r.precision, r.success_rate], [1.0, 0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        M.ope_metrics(pred, gt_nan, benchmark="otb")
 
 
 def test_ope_edge_cases():

@@ -24,9 +24,8 @@ dataset score into ``NaN``.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -50,6 +49,18 @@ def _array(x: Any, name: str, dtype: Any = None) -> np.ndarray:
         raise ValueError(f"{name} must be array-like, got {type(x).__name__}: {e}") from None
     if a.dtype == object:
         raise ValueError(f"{name} must be a numeric array, got ragged/object data")
+    return a
+
+
+def _flags(x: Any, name: str) -> np.ndarray:
+    """Boolean flags; numeric input must already be 0/1 (probabilities are refused rather than cast, since
+    ``astype(bool)`` would turn every non-zero probability into ``True``)."""
+    a = _array(x, name)
+    if a.dtype != np.bool_:
+        if a.size and not np.isin(a, (0, 1)).all():
+            raise ValueError(f"{name} must be boolean (or 0/1); got values such as {a[~np.isin(a, (0, 1))][0]!r}. "
+                             "Threshold probabilities first, e.g. PointTracks.visible or visibility > 0.5")
+        a = a.astype(bool)
     return a
 
 
@@ -129,8 +140,8 @@ def compute_tapvid_metrics(
     if query_mode not in _QUERY_MODES:
         raise ValueError(f"query_mode must be one of {_QUERY_MODES}, got {query_mode!r}")
     qp = _array(query_points, "query_points", np.float64)
-    gt_occ = _array(gt_occluded, "gt_occluded").astype(bool)
-    pred_occ = _array(pred_occluded, "pred_occluded").astype(bool)
+    gt_occ = _flags(gt_occluded, "gt_occluded")
+    pred_occ = _flags(pred_occluded, "pred_occluded")
     gt = _array(gt_tracks, "gt_tracks", np.float64)
     pred = _array(pred_tracks, "pred_tracks", np.float64)
     if gt.ndim != 4 or gt.shape[-1] != 2:
@@ -208,7 +219,9 @@ def tapvid_metrics(
         image_size: ``(H, W)`` of the frames the coordinates refer to. When given, x is multiplied by ``256 / W``
             and y by ``256 / H`` (pure scaling, no half-pixel shift -- what the reference pipeline does) so that
             distances are measured in the 256x256 raster the published numbers use. ``None``: coordinates are
-            already in that raster (as the TAP-Vid readers produce them).
+            already in that raster (as the TAP-Vid readers produce them: normalised points times 256). CoTracker's
+            own TAP-Vid reader scales by 255 instead (corner-aligned), which shrinks distances by 255/256 and
+            only matters at threshold boundaries.
         trackwise: return one value per track (``(N,)``, or ``(B, N)``) instead of one per video.
 
     Returns:
@@ -227,8 +240,8 @@ def tapvid_metrics(
         raise ValueError(f"gt_tracks must be (T, N, 2) or (B, T, N, 2), got shape {gt.shape}")
     if pred.shape != gt.shape:
         raise ValueError(f"pred_tracks shape {pred.shape} differs from gt_tracks shape {gt.shape}")
-    pvis = _array(pred_visible, "pred_visible")
-    gvis = _array(gt_visible, "gt_visible")
+    pvis = _flags(pred_visible, "pred_visible")
+    gvis = _flags(gt_visible, "gt_visible")
     q = _array(queries, "queries", np.float64)
     if not batched:
         pred, gt, pvis, gvis, q = pred[None], gt[None], pvis[None], gvis[None], q[None]
@@ -247,9 +260,9 @@ def tapvid_metrics(
         pred, gt = pred * scale, gt * scale
     res = compute_tapvid_metrics(
         q[..., [0, 2, 1]],                       # (t, x, y) -> (t, y, x)
-        ~gvis.astype(bool).transpose(0, 2, 1),   # visible (B, T, N) -> occluded (B, N, T)
+        ~gvis.transpose(0, 2, 1),                # visible (B, T, N) -> occluded (B, N, T)
         gt.transpose(0, 2, 1, 3),
-        ~pvis.astype(bool).transpose(0, 2, 1),
+        ~pvis.transpose(0, 2, 1),
         pred.transpose(0, 2, 1, 3),
         query_mode,
         get_trackwise_metrics=trackwise,
@@ -277,7 +290,7 @@ class TapVidQueries(NamedTuple):
 
 def _sampler_inputs(gt_tracks: Any, gt_visible: Any) -> Tuple[np.ndarray, np.ndarray]:
     tracks = _array(gt_tracks, "gt_tracks")
-    vis = _array(gt_visible, "gt_visible").astype(bool)
+    vis = _flags(gt_visible, "gt_visible")
     if tracks.ndim != 3 or tracks.shape[-1] != 2:
         raise ValueError(f"gt_tracks must be (T, N, 2), got shape {tracks.shape}")
     if vis.shape != tracks.shape[:2]:
@@ -797,7 +810,7 @@ def ope_metrics(
         return _g10_sequence(pred, gt, benchmark)
     vis = None
     if target_visible is not None:
-        vis = _frame_flags(target_visible, "target_visible", gt.shape[0]).astype(bool)
+        vis = _flags(_frame_flags(target_visible, "target_visible", gt.shape[0]), "target_visible")
     return _pt_sequence(pred, gt, benchmark, convention, vis, bool(exclude_invalid_frames))
 
 
