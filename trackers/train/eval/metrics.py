@@ -33,7 +33,7 @@ __all__ = [
     "TAPVID_THRESHOLDS", "TAPVID_RESOLUTION", "TAPVID_METRIC_NAMES",
     "tapvid_metrics", "compute_tapvid_metrics", "TapVidQueries", "sample_queries_first", "sample_queries_strided",
     "aggregate_tapvid",
-    "xyxy_to_xywh", "GOT10kResult", "got10k_metrics", "aggregate_got10k",
+    "xyxy_to_xywh", "GOT10K_IOU_THRESHOLDS", "GOT10kResult", "got10k_metrics", "aggregate_got10k",
     "OPE_CONVENTIONS", "OPEResult", "ope_metrics", "aggregate_ope",
 ]
 
@@ -73,13 +73,10 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _mean_or_nan(x: np.ndarray, axis: Optional[int] = None) -> Any:
-    """``np.mean`` that returns ``NaN`` for an empty reduction instead of warning."""
+def _mean_or_nan(x: Any) -> float:
+    """Mean of all entries as float64, ``NaN`` (instead of a warning) when there are none."""
     x = np.asarray(x, dtype=np.float64)
-    if x.size == 0 or (axis is not None and x.shape[axis] == 0):
-        shape = () if axis is None else tuple(s for i, s in enumerate(x.shape) if i != axis % x.ndim)
-        return np.full(shape, np.nan)[()]
-    return np.mean(x, axis=axis)
+    return float(np.mean(x)) if x.size else float("nan")
 
 
 # ================================================================================================ TAP-Vid
@@ -465,7 +462,7 @@ class GOT10kResult:
     @property
     def sr50(self) -> float:
         """Success rate: fraction of scored frames with ``IoU > 0.5`` (strict)."""
-        return float(_mean_or_nan(self.ious > 0.5)) if self.ious.size else float("nan")
+        return _mean_or_nan(self.ious > 0.5)
 
     @property
     def sr75(self) -> float:
