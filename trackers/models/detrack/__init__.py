@@ -307,6 +307,7 @@ class DETRack(nn.Module):
 
         Returns ``scores (B, Hs, Ws)`` logits (``-inf`` where no query came from the cell) and
         ``boxes (B, Hs, Ws, 4)`` normalised ``(x1, y1, x2, y2)`` (zeros where no query came from the cell).
+        ``scores.sigmoid()`` is then 0 at empty cells, ready to be weighted by a Hanning window.
         """
         hs, ws = out.grid
         scores = out.scores[-1]

@@ -186,11 +186,11 @@ class CEViTEncoder(nn.Module):
         b = tz.shape[0]
         if template_mask is None:
             template_mask = centre_template_mask(b, gt, tz.device)
-        if template_mask.shape != (b, gt, gt):
+        elif template_mask.shape != (b, gt, gt):
             raise ValueError(f"template_mask must be ({b}, {gt}, {gt}), got {tuple(template_mask.shape)}")
-        rows = template_mask.reshape(b, gt * gt).to(torch.float32)
-        if bool((rows.sum(-1) == 0).any()):
+        elif not bool(template_mask.reshape(b, -1).any(-1).all()):
             raise ValueError("template_mask selects no template token for some batch item")
+        rows = template_mask.reshape(b, gt * gt).to(torch.float32)
 
         nz = gt * gt
         h = torch.cat([tz + self.pos_embed_z, tx + self.pos_embed_x], dim=1)
