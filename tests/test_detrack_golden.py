@@ -195,3 +195,22 @@ def test_conv_head_maps_and_boxes(outputs, golden, ostrack_sd, variant):
         # embeddings, ...) are far away: the parity above is not a coincidence of weak weights
         for diag in ("mask_all", "mask_ctr36", "pos_swapped_zx", "pos_transposed_hw", "pos_zero"):
             assert _maxdiff(score, golden[f"diag_{diag}_score_map"]) > 100 * HEAD_TOL, diag
+
+
+def test_full_forward_feeds_the_golden_tokens_to_the_decoder(model_and_report, golden):
+    """End to end: the head's value map is the projection of the official backbone's kept tokens at their cells
+    (zeros where CE dropped a token), and the queries come from the kept cells."""
+    model, _ = model_and_report
+    z, x = torch.from_numpy(golden["z"]), torch.from_numpy(golden["x"])
+    mask = torch.from_numpy(golden["ce_template_mask"]).view(2, 8, 8)
+    with torch.inference_mode():
+        out = model(z, x, template_mask=mask)
+        want = model.head.input_proj(torch.from_numpy(golden["tokens"][:, 64:]))
+    kept = torch.from_numpy(golden["ce_kept_index_3"])
+    dropped = torch.ones(2, 256, dtype=torch.bool).scatter(1, kept, False)
+    assert torch.equal(out.memory_mask, dropped)
+    assert torch.equal(out.enc_index.sort(1).values, kept.sort(1).values)
+    assert bool(torch.isin(out.query_index, out.enc_index).all()) and out.query_index.shape == (2, 64)
+    assert _maxdiff(out.memory[~dropped], want[~dropped]) < TOKEN_TOL
+    assert bool((out.memory[dropped] == 0).all())
+    assert out.boxes.shape == (3, 2, 64, 4) and bool(torch.isfinite(out.boxes).all())
