@@ -453,3 +453,32 @@ def test_convert_cae_bias_and_layerscale_folding():
     with torch.no_grad():
         a, b = folded.encode(z, x).recover(), scaled.encode(z, x).recover()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_precomputed_template_tokens_and_precision(model):
+    z, x = _inputs(model.config)
+    with torch.no_grad():
+        ref = model(z, x)
+        tok = model.embed_template(z)
+        again = model.forward_tokens(tok, x)
+    assert tok.shape == (2, 64, 32)
+    torch.testing.assert_close(again.boxes, ref.boxes, rtol=0, atol=0)
+    # fp64 end to end, and bf16 encoder matrices with an fp32 residual stream and head
+    m64 = DETRack(tiny()).eval()
+    m64.load_state_dict(model.state_dict())
+    m64.double()
+    with torch.no_grad():
+        out64 = m64(z.double(), x.double())
+    assert out64.boxes.dtype == torch.float64
+    assert torch.equal(out64.query_index.sort(1).values, ref.query_index.sort(1).values)
+    torch.testing.assert_close(out64.boxes.float(), ref.boxes, rtol=0, atol=1e-4)
+    mbf = DETRack(tiny()).eval()
+    mbf.load_state_dict(model.state_dict())
+    mbf.to_mixed_precision(torch.bfloat16)
+    assert mbf.compute_dtype == torch.bfloat16 and mbf.input_dtype == torch.float32
+    with torch.no_grad():
+        outbf = mbf(z, x)
+    assert outbf.boxes.dtype == torch.float32 and bool(torch.isfinite(outbf.boxes).all())
+    # bf16 may swap near-tied CE / top-K decisions, but most selected cells agree
+    same = torch.isin(outbf.query_index, ref.query_index).float().mean()
+    assert same > 0.7

@@ -265,12 +265,45 @@ class DETRack(nn.Module):
             return torch.ones(batch, g, g, dtype=torch.bool, device=device)
         return centre_template_mask(batch, g, device)
 
+    # ------------------------------------------------------------------------------------------ precision
+    def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> "DETRack":
+        """Store the encoder blocks' attention / MLP matrices in ``dtype``; keep everything else in float32
+        (patch and position embeddings, norms, the residual stream, the CE scores and the whole decoder head)."""
+        self.float()
+        for blk in self.backbone.blocks:
+            blk.attn.to(dtype)
+            blk.mlp.to(dtype)
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the encoder block matrices (the network's compute precision)."""
+        if len(self.backbone.blocks) == 0:
+            return self.backbone.pos_embed_x.dtype
+        return self.backbone.blocks[0].attn.qkv.weight.dtype
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """dtype the image crops must have (that of the patch embedding)."""
+        return self.backbone.patch_embed.proj.weight.dtype
+
+    # ------------------------------------------------------------------------------------------ forward
+    def embed_template(self, template: torch.Tensor) -> torch.Tensor:
+        """Template tokens ``(B, gt*gt, embed_dim)`` (patches + position grid). They do not depend on the search
+        region, so a tracker computes them once per target and calls :meth:`forward_tokens` every frame."""
+        return self.backbone.embed_template(template)
+
     def encode(self, template: torch.Tensor, search: torch.Tensor, template_mask: Optional[torch.Tensor] = None,
                ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
         """Run the encoder only (see :class:`~trackers.models.detrack.encoder.EncoderOutput`)."""
+        return self._encode(self.embed_template(template), search, template_mask, ce_keep_ratio)
+
+    def _encode(self, template_tokens: torch.Tensor, search: torch.Tensor, template_mask: Optional[torch.Tensor],
+                ce_keep_ratio: Optional[float]) -> EncoderOutput:
         if template_mask is None:
-            template_mask = self.default_template_mask(template.shape[0], template.device)
-        return self.backbone(template, search, template_mask, ce_keep_ratio)
+            template_mask = self.default_template_mask(search.shape[0], search.device)
+        return self.backbone.forward_tokens(template_tokens, self.backbone.embed_search(search), template_mask,
+                                            ce_keep_ratio)
 
     def forward(self, template: torch.Tensor, search: torch.Tensor, *, template_mask: Optional[torch.Tensor] = None,
                 dn_queries: Optional[DenoisingQueries] = None, attn_mask: Optional[torch.Tensor] = None,
@@ -290,8 +323,18 @@ class DETRack(nn.Module):
             num_decoder_layers: decoder layers to run (default ``config.num_decoder_layers``).
             ce_keep_ratio: optional per-call keep ratio at every CE block (1.0 = no elimination).
         """
-        enc = self.encode(template, search, template_mask, ce_keep_ratio)
-        head = self.head(enc.search_tokens, enc.search_index, dn_queries=dn_queries, attn_mask=attn_mask,
+        return self.forward_tokens(self.embed_template(template), search, template_mask=template_mask,
+                                   dn_queries=dn_queries, attn_mask=attn_mask,
+                                   num_decoder_layers=num_decoder_layers, ce_keep_ratio=ce_keep_ratio)
+
+    def forward_tokens(self, template_tokens: torch.Tensor, search: torch.Tensor, *,
+                       template_mask: Optional[torch.Tensor] = None, dn_queries: Optional[DenoisingQueries] = None,
+                       attn_mask: Optional[torch.Tensor] = None, num_decoder_layers: Optional[int] = None,
+                       ce_keep_ratio: Optional[float] = None) -> DETRackOutput:
+        """:meth:`forward` with precomputed template tokens from :meth:`embed_template` (same arguments)."""
+        enc = self._encode(template_tokens, search, template_mask, ce_keep_ratio)
+        tokens = enc.search_tokens.to(self.head.input_proj.weight.dtype)
+        head = self.head(tokens, enc.search_index, dn_queries=dn_queries, attn_mask=attn_mask,
                          num_layers=num_decoder_layers)
         return DETRackOutput(
             boxes=head.boxes, scores=head.scores, query_index=head.query_index, enc_boxes=head.enc_boxes,

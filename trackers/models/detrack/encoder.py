@@ -166,6 +166,22 @@ class CEViTEncoder(nn.Module):
             return 1.0
         return cfg if override is None else float(override)
 
+    def embed_template(self, z: torch.Tensor) -> torch.Tensor:
+        """Template tokens ``(B, gt*gt, C)``: patches + ``pos_embed_z`` (constant per target: compute once)."""
+        tz = self.patch_embed(z)
+        if tz.shape[1] != self.template_grid ** 2:
+            raise ValueError(f"CEViTEncoder: expected a {self.template_grid * self.patch_size}px template, got "
+                             f"{tuple(z.shape[-2:])}")
+        return tz + self.pos_embed_z.to(tz.dtype)
+
+    def embed_search(self, x: torch.Tensor) -> torch.Tensor:
+        """Search tokens ``(B, gs*gs, C)``: patches + ``pos_embed_x``."""
+        tx = self.patch_embed(x)
+        if tx.shape[1] != self.search_grid ** 2:
+            raise ValueError(f"CEViTEncoder: expected a {self.search_grid * self.patch_size}px search region, got "
+                             f"{tuple(x.shape[-2:])}")
+        return tx + self.pos_embed_x.to(tx.dtype)
+
     def forward(self, z: torch.Tensor, x: torch.Tensor, template_mask: Optional[torch.Tensor] = None,
                 ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
         """Encode ``z (B,3,Ht,Wt)`` and ``x (B,3,Hs,Ws)`` (ImageNet-normalised).
@@ -175,17 +191,21 @@ class CEViTEncoder(nn.Module):
                 None = the centre token.
             ce_keep_ratio: optional per-call keep ratio for every CE block (e.g. a warm-up schedule), 1.0 = no CE.
         """
+        return self.forward_tokens(self.embed_template(z), self.embed_search(x), template_mask, ce_keep_ratio)
+
+    def forward_tokens(self, z_tokens: torch.Tensor, x_tokens: torch.Tensor,
+                       template_mask: Optional[torch.Tensor] = None,
+                       ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
+        """Same as :meth:`forward` from embedded tokens (:meth:`embed_template` / :meth:`embed_search`)."""
         if ce_keep_ratio is not None and not 0.0 < ce_keep_ratio <= 1.0:
             raise ValueError(f"ce_keep_ratio must be in (0, 1], got {ce_keep_ratio}")
         gt, gs = self.template_grid, self.search_grid
-        tz, tx = self.patch_embed(z), self.patch_embed(x)
-        if tz.shape[1] != gt * gt or tx.shape[1] != gs * gs:
-            raise ValueError(
-                f"CEViTEncoder: expected a {gt * self.patch_size}px template and a {gs * self.patch_size}px search "
-                f"region, got {tuple(z.shape[-2:])} and {tuple(x.shape[-2:])}")
-        b = tz.shape[0]
+        b = x_tokens.shape[0]
+        if z_tokens.shape[:2] != (b, gt * gt) or x_tokens.shape[1] != gs * gs:
+            raise ValueError(f"CEViTEncoder: expected ({b}, {gt * gt}, C) template and ({b}, {gs * gs}, C) search "
+                             f"tokens, got {tuple(z_tokens.shape)} and {tuple(x_tokens.shape)}")
         if template_mask is None:
-            template_mask = centre_template_mask(b, gt, tz.device)
+            template_mask = centre_template_mask(b, gt, x_tokens.device)
         elif template_mask.shape != (b, gt, gt):
             raise ValueError(f"template_mask must be ({b}, {gt}, {gt}), got {tuple(template_mask.shape)}")
         elif not bool(template_mask.reshape(b, -1).any(-1).all()):
@@ -193,7 +213,7 @@ class CEViTEncoder(nn.Module):
         rows = template_mask.reshape(b, gt * gt).to(torch.float32)
 
         nz = gt * gt
-        h = torch.cat([tz + self.pos_embed_z, tx + self.pos_embed_x], dim=1)
+        h = torch.cat([z_tokens, x_tokens.to(z_tokens.dtype)], dim=1)
         search_index = torch.arange(gs * gs, device=h.device).expand(b, -1)
         out = EncoderOutput(h, search_index, nz, (gs, gs))
         for i, blk in enumerate(self.blocks):
@@ -207,13 +227,15 @@ class CEViTEncoder(nn.Module):
         """One pre-norm block with an optional elimination step between its attention and MLP sub-layers."""
         b, n, c = h.shape
         attn = blk.attn
-        qkv = attn.qkv(blk.norm1(h)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        # Mixed precision: the residual stream keeps its dtype, the block matrices may be lower precision.
+        mm = attn.qkv.weight.dtype
+        qkv = attn.qkv(blk.norm1(h).to(mm)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
-        h = h + blk.drop_path(blk.ls1(attn.proj(y)))
+        h = h + blk.drop_path(blk.ls1(attn.proj(y).to(h.dtype)))
         if keep_ratio < 1.0:
             h, search_index = self._eliminate(h, q, k, nz, rows, search_index, keep_ratio, out)
-        return h + blk.drop_path(blk.ls2(blk.mlp(blk.norm2(h)))), search_index
+        return h + blk.drop_path(blk.ls2(blk.mlp(blk.norm2(h).to(mm)).to(h.dtype))), search_index
 
     @staticmethod
     def _eliminate(h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, nz: int, rows: torch.Tensor,
@@ -223,7 +245,10 @@ class CEViTEncoder(nn.Module):
         ns = n - nz
         scale = q.shape[-1] ** -0.5
         # Attention probabilities of the template rows only (each softmax still runs over all n keys).
-        probs = ((q[:, :, :nz] @ k.transpose(-2, -1)) * scale).softmax(dim=-1)[..., nz:]  # (B, heads, nz, ns)
+        # scores in at least fp32 even when the block matrices run in bf16 (they decide which tokens survive)
+        acc = torch.promote_types(q.dtype, torch.float32)
+        logits = (q[:, :, :nz].to(acc) @ k.to(acc).transpose(-2, -1)) * scale
+        probs = logits.softmax(dim=-1)[..., nz:]  # (B, heads, nz, ns)
         w = rows.to(probs.dtype)
         score = (probs * w[:, None, :, None]).sum(2) / w.sum(-1)[:, None, None]  # mean over selected rows
         score = score.mean(dim=1)  # mean over heads -> (B, ns)
