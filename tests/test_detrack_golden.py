@@ -7,8 +7,9 @@ attention and the conv centre head's maps, with and without CE. Here the same we
 converter into a full-size DETRack, whose encoder must reproduce all of it. The conv head is re-stated in this
 file (DETRack has none) to check the recovered token layout end to end.
 
-Tolerances (published with the golden data, set from its 1- vs 2-thread and fp32 vs fp64 spreads): tokens 1e-4, CE scores 1e-7 (NaN positions equal), attention 1e-6, head maps and
-boxes 1e-5, kept / removed indices exact as sets.
+Tolerances (published with the golden data, set from its 1- vs 2-thread and fp32 vs fp64 spreads): tokens 1e-4,
+CE scores 1e-7 (NaN positions equal), attention 1e-6, head maps and boxes 1e-5, kept / removed indices exact as
+sets.
 """
 from __future__ import annotations
 
