@@ -482,3 +482,33 @@ def test_precomputed_template_tokens_and_precision(model):
     # bf16 may swap near-tied CE / top-K decisions, but most selected cells agree
     same = torch.isin(outbf.query_index, ref.query_index).float().mean()
     assert same > 0.7
+
+
+def test_decoder_variants():
+    """Config switches of the open choices: same first layer / same values, different where they should be."""
+    z, x = _inputs(tiny())
+    ref = DETRack(tiny()).eval()
+    _randomise(ref)
+    with torch.no_grad():  # large refinements, so that the reference boxes move between layers
+        ref.head.box_head.layers[-1].weight.mul_(20.0)
+    outs, grads = {}, {}
+    for name, kw in (("base", {}), ("pos_once", dict(query_pos_every_layer=False)),
+                     ("lft2", dict(look_forward_twice=True)), ("detach", dict(detach_query_content=True))):
+        m = DETRack(tiny(**kw)).eval()
+        m.load_state_dict(ref.state_dict())
+        out = m(z, x)
+        outs[name] = out
+        out.boxes[1].sum().backward()
+        grads[name] = {n: p.grad.clone() if p.grad is not None else None for n, p in m.named_parameters()}
+    base = outs["base"]
+    torch.testing.assert_close(outs["pos_once"].boxes[0], base.boxes[0], rtol=0, atol=0)
+    assert (outs["pos_once"].boxes[1:] - base.boxes[1:]).abs().max() > 1e-4
+    for name in ("lft2", "detach"):
+        torch.testing.assert_close(outs[name].boxes, base.boxes, rtol=0, atol=1e-6)
+    # look forward twice: layer 1's box loss also reaches layer 0's box refinement -> other box-head gradients
+    key = "head.box_head.layers.0.weight"
+    assert (grads["lft2"][key] - grads["base"][key]).abs().max() > 1e-6
+    # detached content: the encoder then learns from the decoder only through the value map
+    key = "backbone.blocks.0.attn.qkv.weight"
+    assert grads["detach"][key].abs().sum() > 0
+    assert (grads["detach"][key] - grads["base"][key]).abs().max() > 1e-3 * grads["base"][key].abs().max()

@@ -32,14 +32,17 @@ Decisions where the paper is silent or ambiguous (field name, default, reason):
   initialised proposals already sit at their token; ``None`` predicts absolute boxes.
 * ``dec_ffn_dim = 2048``, ``dec_dropout = 0.0``: DINO's decoder (the paper's parameter count fits 2048 better
   than Deformable-DETR's 1024).
-* Position part recomputed from the current reference box in every layer (DINO; the paper's Fig. 4).
+* ``query_pos_every_layer = True``: the position part is recomputed from the current reference box in every
+  layer (DINO; the paper's Fig. 4 -- its text says "in the first layer", which ``False`` builds).
 * Tokens removed by candidate elimination enter the deformable-attention value map as **zeros** (masked after the
   value projection); only search tokens form the value map, template tokens are not used by the decoder.
 * ``score_prior = 0.01``: Deformable-DETR's initial score bias; the box MLP's last layer starts at zero.
-* The selected tokens enter the decoder as content queries *with* their gradient (the paper initialises the content
-  part "directly with the tokens from the encoder"); only the reference boxes are detached (Deformable-DETR / DINO).
-* Each layer's reported box is its own refinement of the detached reference (Deformable-DETR); DINO's
-  "look forward twice" variant is not used. The post-norm layers feed the heads directly (no extra final norm).
+* ``detach_query_content = False``: the selected tokens enter the decoder as content queries *with* their
+  gradient (the paper initialises the content part "directly with the tokens from the encoder"); the reference
+  boxes are always detached (Deformable-DETR / DINO).
+* ``look_forward_twice = False``: each layer's reported box is its own refinement of the detached reference
+  (Deformable-DETR); ``True`` is DINO's variant (same values, extra gradient path into the previous layer).
+  The post-norm layers feed the heads directly (no extra final norm).
 * Denoising queries come before the matching queries (DINO's layout), so an attention mask is ``[dn; matching]``.
 
 Size of the default network (``benchmarks/detrack_size.py``, FlopCounterMode, attention matmuls included):
@@ -97,7 +100,7 @@ class DETRackConfig:
     tokens; ``"all"``: every template token) -- used when ``forward`` gets no ``template_mask``.
     Head: ``decoder_dim``, ``num_queries`` (K), ``num_decoder_layers``, ``dec_heads``, ``dec_points``,
     ``dec_ffn_dim``, ``dec_dropout``, ``box_mlp_layers``, ``qs_anchor_wh`` (None = absolute query-selection
-    boxes), ``score_prior``.
+    boxes), ``score_prior``, ``query_pos_every_layer``, ``detach_query_content``, ``look_forward_twice``.
     See the module docstring for the reasons behind the defaults.
     """
 
@@ -125,6 +128,9 @@ class DETRackConfig:
     box_mlp_layers: int = 3
     qs_anchor_wh: Optional[float] = 0.05
     score_prior: float = 0.01
+    query_pos_every_layer: bool = True
+    detach_query_content: bool = False
+    look_forward_twice: bool = False
 
     def __post_init__(self) -> None:
         for name in ("template_size", "search_size"):
@@ -265,7 +271,8 @@ class DETRack(nn.Module):
             embed_dim=c.embed_dim, dim=c.decoder_dim, grid=(c.search_grid, c.search_grid),
             num_queries=c.num_queries, num_layers=c.num_decoder_layers, num_heads=c.dec_heads,
             num_points=c.dec_points, ffn_dim=c.dec_ffn_dim, dropout=c.dec_dropout, box_layers=c.box_mlp_layers,
-            anchor_wh=c.qs_anchor_wh, score_prior=c.score_prior,
+            anchor_wh=c.qs_anchor_wh, score_prior=c.score_prior, query_pos_every_layer=c.query_pos_every_layer,
+            detach_query_content=c.detach_query_content, look_forward_twice=c.look_forward_twice,
         )
 
     def default_template_mask(self, batch: int, device: Optional[torch.device] = None) -> torch.Tensor:

@@ -217,12 +217,18 @@ class DETRHead(nn.Module):
         box_layers: layers of the shared box MLP.
         anchor_wh: side of the cell anchor for query-selection boxes; None = absolute boxes ``sigmoid(box_head)``.
         score_prior: initial foreground probability of the score head (bias ``-log((1 - p) / p)``).
+        query_pos_every_layer: recompute the position part from the current reference box in every layer (DINO);
+            False computes it once from the proposals and reuses it.
+        detach_query_content: cut the gradient from the decoder into the selected tokens' content.
+        look_forward_twice: report each layer's box relative to the previous layer's *undetached* box (DINO), so
+            a layer's box loss also trains the previous layer's refinement; forward values are unchanged.
     """
 
     def __init__(self, embed_dim: int = 768, dim: int = 256, grid: Tuple[int, int] = (16, 16),
                  num_queries: int = 64, num_layers: int = 3, num_heads: int = 8, num_points: int = 4,
                  ffn_dim: int = 2048, dropout: float = 0.0, box_layers: int = 3,
-                 anchor_wh: Optional[float] = 0.05, score_prior: float = 0.01) -> None:
+                 anchor_wh: Optional[float] = 0.05, score_prior: float = 0.01, query_pos_every_layer: bool = True,
+                 detach_query_content: bool = False, look_forward_twice: bool = False) -> None:
         super().__init__()
         if dim % 4:
             raise ValueError(f"DETRHead: decoder width {dim} must be a multiple of 4")
@@ -230,6 +236,9 @@ class DETRHead(nn.Module):
         self.grid = (int(grid[0]), int(grid[1]))
         self.num_queries = int(num_queries)
         self.anchor_wh = anchor_wh
+        self.query_pos_every_layer = query_pos_every_layer
+        self.detach_query_content = detach_query_content
+        self.look_forward_twice = look_forward_twice
         self.input_proj = nn.Linear(embed_dim, dim)
         self.score_head = nn.Linear(dim, 1)
         self.box_head = MLP(dim, dim, 4, box_layers)
@@ -292,6 +301,8 @@ class DETRHead(nn.Module):
         k = min(self.num_queries, nk)
         top = enc_scores.detach().topk(k, dim=1).indices  # (B, K) positions in the kept list
         content = mem.gather(1, top[..., None].expand(-1, -1, self.dim))
+        if self.detach_query_content:
+            content = content.detach()
         reference = enc_boxes.gather(1, top[..., None].expand(-1, -1, 4)).detach()
         query_index = search_index.gather(1, top)
 
@@ -312,13 +323,17 @@ class DETRHead(nn.Module):
         boxes: List[torch.Tensor] = []
         scores: List[torch.Tensor] = []
         out = content
+        previous = reference  # last reported boxes (with their graph under look_forward_twice)
+        pos = None
         for layer in self.decoder.layers[:n_layers]:
-            pos = self.decoder.ref_point_head(box_sine_embedding(reference, self.dim // 2))
+            if pos is None or self.query_pos_every_layer:
+                pos = self.decoder.ref_point_head(box_sine_embedding(reference, self.dim // 2))
             out = layer(out, pos, reference, value, shapes, value_mask, mask)
-            refined = (self.box_head(out) + inverse_sigmoid(reference)).sigmoid()
+            base = previous if self.look_forward_twice else reference
+            refined = (self.box_head(out) + inverse_sigmoid(base)).sigmoid()
             boxes.append(refined)
             scores.append(self.score_head(out).squeeze(-1))
-            reference = refined.detach()
+            previous, reference = refined, refined.detach()
         all_boxes, all_scores = torch.stack(boxes), torch.stack(scores)
         return HeadOutput(
             boxes=all_boxes[:, :, nd:], scores=all_scores[:, :, nd:], query_index=query_index,
