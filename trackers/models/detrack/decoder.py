@@ -248,6 +248,7 @@ class DETRHead(nn.Module):
         xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")
         self.register_buffer("cell_centres", torch.stack([cx, cy], -1).reshape(h * w, 2), persistent=False)
+        self.register_buffer("spatial_shapes", torch.tensor([[h, w]], dtype=torch.long), persistent=False)
         self.reset_parameters(score_prior)
 
     def reset_parameters(self, score_prior: float = 0.01) -> None:
@@ -319,7 +320,7 @@ class DETRHead(nn.Module):
             reference = torch.cat([dn_boxes.detach(), reference], dim=1)
         mask = self._self_attn_mask(attn_mask, b, nd + k)
 
-        shapes = torch.tensor([self.grid], dtype=torch.long, device=mem.device)
+        shapes = self.spatial_shapes
         boxes: List[torch.Tensor] = []
         scores: List[torch.Tensor] = []
         out = content
