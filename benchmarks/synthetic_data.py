@@ -11,43 +11,57 @@ Rows: the default training config and its held-out ``wider()`` preset, each meas
   DataLoader sets): steady-state clips/s after the first ``W`` items (worker start-up excluded), which includes
   converting the video to a float tensor and passing it between processes.
 
+Besides wall-clock clips/s the table gives CPU seconds per clip (``time.process_time``, and ``RUSAGE_CHILDREN``
+for the workers): on a machine shared with other jobs the wall clock mostly measures the other jobs, CPU time
+much less so; ``clips/CPU-s`` is the rate one free core would give.
+
 Timings on a shared machine are noisy: the load average before and after is printed with the table.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def single_process(config, clips: int) -> float:
+def single_process(config, clips: int) -> Tuple[float, float]:
+    """(clips per wall second, CPU seconds per clip)."""
     from trackers.train.data import generate_clip
 
     generate_clip(10_000, config)  # warm-up (imports, allocator)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for seed in range(clips):
         generate_clip(seed, config)
-    return clips / (time.perf_counter() - start)
+    return clips / (time.perf_counter() - wall), (time.process_time() - cpu) / clips
 
 
-def data_loader(config, clips: int, workers: int) -> float:
+def data_loader(config, clips: int, workers: int) -> Tuple[float, float]:
+    """(steady-state clips per wall second, CPU seconds per clip of workers and main process together)."""
     import torch
 
     from trackers.train.data import SyntheticPointDataset
 
     ds = SyntheticPointDataset(clips + workers, config, seed=0)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time()
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
     it = iter(loader)
     for _ in range(workers):  # the first item of each worker also pays for its start-up
         next(it)
     start = time.perf_counter()
     n = sum(1 for _ in it)
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    del it  # joins the workers, so their CPU time shows up in RUSAGE_CHILDREN
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) + time.process_time() - cpu
+    return rate, used / (clips + workers)
 
 
 def main() -> None:
@@ -73,9 +87,11 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(f"\nSynthetic clips of {args.frames}x{args.size}x{args.size}, {args.points} points, {args.clips} clips per row")
-    print(f"{'config':<18} {'mode':<24} {'clips/s':>8} {'ms/clip':>8}")
-    for name, mode, rate in rows:
-        print(f"{name:<18} {mode:<24} {rate:8.2f} {1000.0 / rate:8.1f}")
+    print(f"{'config':<18} {'mode':<24} {'clips/s':>8} {'ms/clip':>8} {'CPU s/clip':>10} {'clips/CPU-s':>11}")
+    for name, mode, (rate, cpu) in rows:
+        print(f"{name:<18} {mode:<24} {rate:8.2f} {1000.0 / rate:8.1f} {cpu:10.3f} {1.0 / cpu:11.2f}")
+    print("clips/s: wall clock (DataLoader: steady state, worker start-up excluded); CPU s/clip: process CPU time "
+          "(DataLoader: workers including start-up, plus the main process), which a loaded machine inflates less.")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"{os.cpu_count()} CPUs")
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -634,7 +634,11 @@ def _unit(angle: float) -> np.ndarray:
 
 
 def sample_scene(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Scene:
-    """Draw a random :class:`Scene` from ``config``; the same seed gives the same scene."""
+    """Draw a random :class:`Scene` from ``config``; the same seed gives the same scene.
+
+    Geometry (camera, objects, textures) is drawn before the appearance effects (lighting, blur, noise), so
+    switching effects on or off in the config leaves a seed's geometry, and so its ground truth, unchanged.
+    """
     rng = np.random.default_rng(seed)
     cfg = config
     T, H, W = cfg.num_frames, cfg.height, cfg.width
@@ -934,7 +938,7 @@ def _sample_points(scene: Scene, ids: np.ndarray, num_points: int, object_fracti
         obj_idx, obj_owner = obj_idx[order], obj_owner[order]
         present, starts, counts = np.unique(obj_owner, return_index=True, return_counts=True)
         which = rng.integers(len(present), size=n_obj)
-        picks[:n_obj] = obj_idx[starts[which] + (rng.random(n_obj) * counts[which]).astype(np.int64)]
+        picks[:n_obj] = obj_idx[starts[which] + rng.integers(counts[which])]
         owner[:n_obj] = present[which]
     if num_points > n_obj:
         picks[n_obj:] = bg_idx[rng.integers(len(bg_idx), size=num_points - n_obj)]
@@ -949,10 +953,11 @@ def _sample_points(scene: Scene, ids: np.ndarray, num_points: int, object_fracti
 
 def clip_from_scene(scene: Scene, *, num_points: int = 256, object_point_fraction: float = 0.5, seed: int = 0,
                     keep_id_map: bool = False) -> SyntheticClip:
-    """Render ``scene`` and sample ``num_points`` point tracks (point sampling seeded by ``seed``).
+    """Render ``scene`` and sample ``num_points`` point tracks.
 
     ``object_point_fraction`` of the points go on objects when any object is visible (all of them when no
-    background pixel is visible). ``keep_id_map`` stores the id map in the clip.
+    background pixel is visible). ``seed`` seeds the point sampling and is stored as ``clip.seed``;
+    ``keep_id_map`` stores the id map in the clip.
     """
     if num_points < 1:
         raise ValueError(f"num_points must be >= 1, got {num_points}")
