@@ -117,6 +117,8 @@ def test_config_validation_names_the_bad_value():
         SyntheticConfig(textures=("noise", "marble"))
     with pytest.raises(ValueError, match="blur_samples"):
         SyntheticConfig(blur_samples=4)
+    with pytest.raises(ValueError, match="max_blur_samples"):
+        SyntheticConfig(blur_samples=5, max_blur_samples=3)
     with pytest.raises(ValueError, match="occlusion_prob"):
         SyntheticConfig(occlusion_prob=1.5)
     with pytest.raises(ValueError, match="max_speed"):
@@ -334,6 +336,34 @@ def test_motion_blur_lighting_and_noise_change_only_the_pixels():
     assert not np.array_equal(base.video, effects.video)
     for f in ("tracks", "visible", "boxes", "box_visible"):
         assert np.array_equal(getattr(base, f), getattr(effects, f)), f
+
+
+def test_motion_blur_spreads_a_moving_edge_over_its_travel():
+    def render(exposure: float) -> np.ndarray:
+        obj = SceneObject(texture=np.full((64, 64, 3), 255.0, np.float32), mask=box_mask(64), radius=(10.0, 10.0),
+                          motion=Motion(position=(20.0, 32.0), velocity=(6.0, 0.0)))
+        sc = scene([obj], T=4, background=np.zeros((64, 64, 3), np.float32))
+        sc.exposure, sc.blur_samples = exposure, 13
+        return clip_from_scene(sc, num_points=4, seed=0)
+
+    sharp, blurred = render(0.0), render(1.0)
+    row_sharp, row_blur = sharp.video[2, 32, :, 0].astype(int), blurred.video[2, 32, :, 0].astype(int)
+    ramp = lambda row: int(((row > 10) & (row < 245)).sum())  # noqa: E731 -- partly covered pixels
+    assert ramp(row_sharp) <= 2 and ramp(row_blur) >= 8  # two edges, each smeared over ~6 px of travel
+    assert abs(int(row_blur.sum()) - int(row_sharp.sum())) < 0.05 * row_sharp.sum()  # blur keeps the energy
+    assert np.array_equal(sharp.boxes, blurred.boxes) and np.array_equal(sharp.tracks, blurred.tracks)
+
+
+def test_faster_clips_get_more_blur_samples():
+    from trackers.train.data.synthetic import sample_scene
+
+    slow = SMALL.replace(motion_blur=1.0, blur_exposure=(1.0, 1.0), max_speed=0.5, camera_pan=0.0, max_rotation=0.0,
+                         max_scale_change=0.0, camera_zoom=0.0)
+    fast = slow.replace(max_speed=12.0, camera_pan=6.0)
+    n_slow = [sample_scene(s, slow).blur_samples for s in range(5)]
+    n_fast = [sample_scene(s, fast).blur_samples for s in range(5)]
+    assert max(n_slow) == 3 and min(n_fast) > 3 and max(n_fast) <= fast.max_blur_samples
+    assert all(n % 2 == 1 for n in n_slow + n_fast)
 
 
 # ------------------------------------------------------------------------------------------------ datasets

@@ -127,8 +127,11 @@ class SyntheticConfig:
             smoothly over time with a small colour tint, and a moving linear brightness gradient.
         motion_blur: probability that a clip has motion blur.
         blur_exposure: ``(low, high)`` shutter time as a fraction of the frame interval for blurred clips.
-        blur_samples: number of sub-frame renders averaged for motion blur (odd, so the middle one is the
-            instant the ground truth describes).
+        blur_samples: smallest number of sub-frame renders averaged for motion blur (odd, so the middle one is
+            the instant the ground truth describes).
+        blur_step: largest image displacement (px) between two consecutive blur sub-frames; clips with faster
+            motion get more sub-frames (up to ``max_blur_samples``) so blur looks continuous, not like ghosts.
+        max_blur_samples: cap on the sub-frames of one clip (odd), bounding the cost of fast blurred clips.
         noise: largest standard deviation of Gaussian pixel noise (0..255 levels); each clip draws its own.
         num_points: number of point tracks per clip.
         object_point_fraction: fraction of the points sampled on objects (the rest on the background).
@@ -154,20 +157,27 @@ class SyntheticConfig:
     motion_blur: float = 0.3
     blur_exposure: Tuple[float, float] = (0.3, 1.0)
     blur_samples: int = 3
+    blur_step: float = 2.0
+    max_blur_samples: int = 9
     noise: float = 3.0
     num_points: int = 256
     object_point_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("num_frames", "height", "width", "num_points", "blur_samples"):
+        for name in ("num_frames", "height", "width", "num_points", "blur_samples", "max_blur_samples"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"height and width must be at least 8 pixels, got {self.height}x{self.width}")
-        if self.blur_samples % 2 == 0:
-            raise ValueError(f"blur_samples must be odd (the middle sample is the ground-truth instant), "
-                             f"got {self.blur_samples}")
+        for name in ("blur_samples", "max_blur_samples"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be odd (the middle sample is the ground-truth instant), "
+                                 f"got {getattr(self, name)}")
+        if self.max_blur_samples < self.blur_samples:
+            raise ValueError(f"max_blur_samples ({self.max_blur_samples}) must be >= blur_samples "
+                             f"({self.blur_samples})")
+        _check_number("blur_step", self.blur_step, lo=0.1)
         _check_range("num_objects", self.num_objects, lo=0, integer=True)
         _check_range("object_size", self.object_size, lo=1e-3, hi=2.0)
         if self.object_size[0] <= 0:
@@ -736,11 +746,31 @@ def sample_scene(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Scen
         scene.light_gradient = slope * np.stack([np.cos(turn), np.sin(turn)], axis=1)
     if rng.random() < cfg.motion_blur:
         scene.exposure = float(rng.uniform(*cfg.blur_exposure))
-        scene.blur_samples = cfg.blur_samples
+        steps = math.ceil(_max_blur_travel(scene, scene.exposure) / cfg.blur_step)
+        scene.blur_samples = int(np.clip(steps + 1 + steps % 2, cfg.blur_samples, cfg.max_blur_samples))
     if cfg.noise > 0:
         scene.noise_std = float(rng.uniform(0, cfg.noise))
     scene.noise_seed = int(rng.integers(2 ** 63 - 1))
     return scene
+
+
+def _max_blur_travel(scene: Scene, exposure: float) -> float:
+    """Largest image displacement (px) of any object corner or background point during one exposure."""
+    T, H, W = scene.num_frames, scene.height, scene.width
+    times = np.arange(T, dtype=np.float64)
+    lo, hi = times - exposure / 2, times + exposure / 2
+    square = np.array([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
+    travel = 0.0
+    for k in range(len(scene.objects)):
+        a = _apply_affine(scene.object_matrices(k, lo)[:, None], square[None])
+        b = _apply_affine(scene.object_matrices(k, hi)[:, None], square[None])
+        travel = max(travel, float(np.linalg.norm(a - b, axis=-1).max()))
+    # The background point seen at each image corner at time t, seen at the start and the end of the exposure.
+    corners = np.array([[0.0, 0.0], [W - 1.0, 0.0], [0.0, H - 1.0], [W - 1.0, H - 1.0]])
+    world = _apply_affine(_invert_affine(scene.camera_matrices(times))[:, None], corners[None])
+    a = _apply_affine(scene.camera_matrices(lo)[:, None], world)
+    b = _apply_affine(scene.camera_matrices(hi)[:, None], world)
+    return max(travel, float(np.linalg.norm(a - b, axis=-1).max()))
 
 
 # =============================================================================================== rendering
