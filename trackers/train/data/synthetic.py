@@ -113,7 +113,8 @@ class SyntheticConfig:
         object_size: ``(low, high)`` object radius as a fraction of ``min(H, W)``.
         aspect_ratio: ``(low, high)`` width/height ratio of an object's bounding square before rotation.
         shapes: shapes to draw objects from (see :data:`SHAPES`).
-        textures: texture kinds for objects and background (see :data:`TEXTURE_KINDS`).
+        textures: texture kinds for objects and background (see :data:`TEXTURE_KINDS`); the weakly textured
+            ``gradient`` is used for objects only, unless it is the only kind.
         max_speed: largest object speed (px/frame).
         max_acceleration: largest object acceleration (px/frame^2), so paths curve smoothly.
         max_rotation: largest object angular speed (degrees/frame).
@@ -132,7 +133,8 @@ class SyntheticConfig:
         blur_step: largest image displacement (px) between two consecutive blur sub-frames; clips with faster
             motion get more sub-frames (up to ``max_blur_samples``) so blur looks continuous, not like ghosts.
         max_blur_samples: cap on the sub-frames of one clip (odd), bounding the cost of fast blurred clips.
-        noise: largest standard deviation of Gaussian pixel noise (0..255 levels); each clip draws its own.
+        noise: largest standard deviation of Gaussian pixel noise (0..255 levels, grey: the same in the three
+            channels); each clip draws its own.
         num_points: number of point tracks per clip.
         object_point_fraction: fraction of the points sampled on objects (the rest on the background).
     """
@@ -731,7 +733,9 @@ def sample_scene(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Scen
     lo = np.floor(world.reshape(-1, 2).min(0)) - 2
     hi = np.ceil(world.reshape(-1, 2).max(0)) + 2
     size = np.minimum(hi - lo + 1, 4 * max(H, W)).astype(int)
-    scene.background = make_texture(str(rng.choice(cfg.textures)), int(size[1]), int(size[0]), rng)
+    # A flat gradient behind everything would leave half the points untrackable: objects only, when possible.
+    kinds = [k for k in cfg.textures if k != "gradient"] or list(cfg.textures)
+    scene.background = make_texture(str(rng.choice(kinds)), int(size[1]), int(size[0]), rng)
     scene.background_origin = (float(lo[0]), float(lo[1]))
 
     if cfg.lighting > 0:
