@@ -106,6 +106,31 @@ def test_points_wrong_model_and_data_errors(tmp_path, capsys):
     assert main_eval(["points", "--data", "synthetic:0", "--model", "lk", "--out", str(tmp_path / "c"), *SYN]) == 2
 
 
+def test_points_on_tapvid_pickle_strided(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    frames, _ = _square_clip(T=10, H=40, W=60)
+    points = rng.uniform(0.1, 0.9, (5, 10, 2)).astype(np.float32)
+    occluded = rng.uniform(size=(5, 10)) < 0.3
+    occluded[4] = True  # never visible: no query
+    data = {"dog": {"video": frames, "points": points, "occluded": occluded},
+            "cat": {"video": frames[:, :, ::-1].copy(), "points": points, "occluded": occluded}}
+    path = tmp_path / "tapvid_davis.pkl"
+    path.write_bytes(pickle.dumps(data))
+    out = tmp_path / "out"
+    assert main_eval(["points", "--data", str(path), "--model", "lk", "--out", str(out), "--query-mode", "strided",
+                      "--resize", "32x48", "--no-progress"]) == 0
+    rep = _report(out)
+    assert [r["name"] for r in rep["sequences"]] == ["dog", "cat"]
+    r = rep["sequences"][0]
+    assert (r["height"], r["width"], r["num_frames"], r["num_tracks"]) == (32, 48, 10, 5)
+    q = M.sample_queries_strided(points.transpose(1, 0, 2) * [48, 32], ~occluded.T, stride=5)
+    assert r["num_queries"] == q.queries.shape[0] > 0
+    assert rep["run"]["query_mode"] == "strided" and rep["run"]["data"]["layout"] == "pickle"
+    assert all(0.0 <= v <= 1.0 for v in r["metrics"].values() if v is not None)
+
+
 def test_two_process_torchrun_equals_single_process(tmp_path, tiny_point_model):
     common = ["points", "--data", "synthetic:3", "--model", tiny_point_model, "--seed", "3", *SYN]
     single, multi = tmp_path / "single", tmp_path / "multi"
@@ -219,8 +244,10 @@ def test_box_bad_layout_and_tiny_network_tracker(tmp_path, tiny_box_model, capsy
     assert main_eval(["box", "--data", str(bad), "--model", "csrt", "--out", str(tmp_path / "o")]) == 2
     assert "my_videos" in capsys.readouterr().err
     out = tmp_path / "tiny"
-    assert main_eval(["box", "--data", "synthetic:2", "--model", tiny_box_model, "--out", str(out), *SYN]) == 0
+    assert main_eval(["box", "--data", "synthetic:2", "--model", tiny_box_model, "--out", str(out),
+                      "--synthetic-preset", "wide", *SYN]) == 0
     rep = _report(out)
+    assert rep["run"]["data"]["config"]["textures"] == ["dots", "cells", "plaid"]  # the held-out preset
     assert len(rep["sequences"]) == 2 and all(r["num_frames"] == 8 for r in rep["sequences"])
     assert 0.0 <= rep["summary"]["ao"] <= 1.0 and 0.0 <= rep["summary"]["auc"] <= 1.0
     assert (out / "results" / "synthetic_0001.txt").is_file()
@@ -229,7 +256,7 @@ def test_box_bad_layout_and_tiny_network_tracker(tmp_path, tiny_box_model, capsy
 
 
 # ------------------------------------------------------------------------------------------------ label
-def test_label_folder_writes_loadable_npz(tmp_path, tiny_point_model):
+def test_label_folder_writes_loadable_npz(tmp_path, tiny_point_model, capsys):
     from trackers.io import write_video
     from trackers.train.data.readers import NpzTrackDataset
 
@@ -253,6 +280,14 @@ def test_label_folder_writes_loadable_npz(tmp_path, tiny_point_model):
         assert z["video"].shape == (10, 48, 64, 3)
     item = NpzTrackDataset(out / "labels")[1]  # --save-video makes them training clips
     assert item["tracks"].shape == (10, 18, 2)
+    # resume: a video whose npz went missing is labelled again, the other one is skipped
+    kept = files[0].stat().st_mtime_ns
+    files[1].unlink()
+    capsys.readouterr()
+    assert main_eval(["label", "--data", str(videos), "--model", "lk", "--out", str(out), "--grid", "3",
+                      "--query-frames", "0,4", "--save-video", "--no-progress"]) == 0
+    assert "resuming: 1 of 2 sequences already finished" in capsys.readouterr().err
+    assert files[1].is_file() and files[0].stat().st_mtime_ns == kept
     # a network point tracker, under the same runner
     out2 = tmp_path / "labels_tiny"
     assert main_eval(["label", "--data", str(videos), "--model", tiny_point_model, "--out", str(out2),
@@ -261,6 +296,21 @@ def test_label_folder_writes_loadable_npz(tmp_path, tiny_point_model):
         assert z["tracks"].shape == (10, 4, 2) and "video" not in z.files
         assert np.isfinite(z["tracks"]).all() and ((z["visibility"] >= 0) & (z["visibility"] <= 1)).all()
     assert _report(out2)["summary"]["num_videos"] == 2
+
+
+def test_eval_parser_plugs_into_a_parent_cli(tmp_path):
+    import argparse
+
+    from trackers.train.eval.runner import add_eval_parser
+
+    parser = argparse.ArgumentParser(prog="trackers-train")
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "box", "--data", "synthetic:1", "--model", "csrt", "--out", str(tmp_path),
+                              *SYN])
+    assert args.eval_entry(args) == 0
+    assert _report(tmp_path)["summary"]["num_sequences"] == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "points", "--data", "x"])  # --model and --out are required
 
 
 def test_grid_queries_and_table():

@@ -105,9 +105,10 @@ def resize_frames(video: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     if video.shape[1:3] == (h, w):
         return video
+    lanczos = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Resampling enum
     out = np.empty((video.shape[0], h, w, 3), dtype=np.uint8)
     for t, frame in enumerate(video):
-        out[t] = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.LANCZOS))
+        out[t] = np.asarray(Image.fromarray(frame).resize((w, h), lanczos))
     return out
 
 

@@ -30,7 +30,7 @@ those of a single-process run.
 Examples::
 
     python -m trackers.train.eval.runner points --data tapvid_davis.pkl --model cotracker3-offline --out runs/davis
-    torchrun --nproc-per-node 4 -m trackers.train.eval.runner box --data GOT10k/val --model lorat-b224 --out runs/g
+    torchrun --nproc-per-node 4 -m trackers.train.eval.runner box --data GOT10k/val --model lorat-b-224 --out runs/g
     python -m trackers.train.eval.runner box --data synthetic:10 --model csrt --out runs/csrt
     python -m trackers.train.eval.runner label --data videos/ --model cotracker3-offline --grid 20 --out labels/
 """
@@ -52,7 +52,7 @@ import numpy as np
 
 from trackers.train.eval.distributed import DistInfo, barrier, default_device, distributed_session, shard
 
-__all__ = ["add_eval_parser", "build_eval_parser", "main_eval", "run_points", "run_boxes", "run_label",
+__all__ = ["add_eval_parser", "build_eval_parser", "main_eval", "run_eval_args", "run_points", "run_boxes", "run_label",
            "load_model", "format_table", "grid_queries", "SYNTHETIC_PRESETS"]
 
 #: Names of the generator settings ``--synthetic-preset`` accepts.
@@ -207,6 +207,8 @@ class _Job:
     run: Dict[str, Any]
     progress: bool
     label: str
+    #: extra check that a finished record's outputs are still there (a record whose files were deleted is redone)
+    outputs_exist: Callable[[Dict[str, Any]], bool] = lambda rec: True
 
 
 def _record_path(out: Path, name: str) -> Path:
@@ -243,7 +245,7 @@ def _run_sharded(job: _Job, info: DistInfo) -> Optional[List[Dict[str, Any]]]:
     todo = []
     for i in mine:
         rec = _read_record(_record_path(job.out, job.names[i]))
-        if rec is None:
+        if rec is None or (rec.get("run") == run and not job.outputs_exist(rec)):
             todo.append(i)
         elif rec.get("run") != run:
             raise ValueError(f"{str(_record_path(job.out, job.names[i]))!r} was written by a run with other settings "
@@ -522,7 +524,8 @@ def run_boxes(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
                                                                           if k != "num_sequences"}}
         return rec
 
-    records = _run_sharded(_Job(names, work, out, run, not args.no_progress, f"box {args.model}"), info)
+    records = _run_sharded(_Job(names, work, out, run, not args.no_progress, f"box {args.model}",
+                                lambda rec: all((out / f).is_file() for f in rec.get("result_files", []))), info)
     if records is None:
         return None
     scored = [r for r in records if r.get("has_groundtruth")]
@@ -620,7 +623,8 @@ def run_label(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
         return {"num_frames": T, "height": H, "width": W, "num_points": int(queries.shape[0]), "seconds": seconds,
                 "video_path": path, "labels": str(target.relative_to(out))}
 
-    records = _run_sharded(_Job(names, work, out, run, not args.no_progress, f"label {args.model}"), info)
+    records = _run_sharded(_Job(names, work, out, run, not args.no_progress, f"label {args.model}",
+                                lambda rec: (out / rec.get("labels", "")).is_file()), info)
     if records is None:
         return None
     summary = {"num_videos": len(records), "num_frames": sum(r["num_frames"] for r in records),
@@ -701,15 +705,15 @@ def _fill_eval_subparsers(sub: Any) -> None:
 def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``eval`` command (with ``points`` / ``box`` / ``label``) to an ``add_subparsers()`` object.
 
-    After parsing, run the chosen job with ``_run_parsed(args)`` (or ``args.eval_main(args, info)`` inside a
-    :func:`~trackers.train.eval.distributed.distributed_session`); :func:`main_eval` does both.
+    After parsing, ``args.eval_entry(args)`` (:func:`run_eval_args`) runs the chosen job and returns the exit
+    status.
     """
     p = subparsers.add_parser("eval", help="evaluate trackers on benchmarks, or pseudo-label videos",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="eval_command", metavar="JOB", title="jobs")
     sub.required = True
     _fill_eval_subparsers(sub)
-    p.set_defaults(eval_entry=_run_parsed)
+    p.set_defaults(eval_entry=run_eval_args)
     return p
 
 
@@ -723,24 +727,23 @@ def build_eval_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_parsed(args: argparse.Namespace) -> int:
-    """Run a parsed ``eval`` command in this process's place of the (possibly distributed) job."""
-    with distributed_session() as info:
-        args.eval_main(args, info)
+def run_eval_args(args: argparse.Namespace) -> int:
+    """Run a parsed ``eval`` command as this process's part of the (possibly torchrun-launched) job; returns the
+    exit status: 0, or 2 after printing the error for a bad argument, model or dataset."""
+    try:
+        with distributed_session() as info:
+            args.eval_main(args, info)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"trackers-train eval {args.eval_command}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
 def main_eval(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``trackers-train eval`` / ``python -m trackers.train.eval.runner``; returns the exit status
-    (2 for a bad argument or dataset, as argparse does)."""
+    """Entry point of ``trackers-train eval`` / ``python -m trackers.train.eval.runner``: parse ``argv`` (default
+    ``sys.argv[1:]``), run, and return the exit status (2 for a bad argument or dataset, as argparse does)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_eval_parser()
-    args = parser.parse_args(argv)
-    try:
-        return _run_parsed(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"trackers-train eval {args.eval_command}: error: {err}", file=sys.stderr)
-        return 2
+    return run_eval_args(build_eval_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
