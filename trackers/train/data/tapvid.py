@@ -43,7 +43,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["PointSequence", "TapVidDataset", "load_tapvid_pickle", "RefusedPickleError", "resize_frames", "TAPVID_DEFAULT_RESIZE"]
+__all__ = ["PointSequence", "TapVidDataset", "load_tapvid_pickle", "RefusedPickleError", "resize_frames",
+           "TAPVID_DEFAULT_RESIZE"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -205,7 +206,8 @@ class TapVidDataset:
         trusted: load pickles without the restricted unpickler (only for files you trust).
 
     ``len(ds)``, ``ds.names`` and ``ds[i]`` (a :class:`PointSequence`). Kinetics shards are opened one at a
-    time: listing reads each shard once, and ``ds[i]`` keeps the last shard it opened.
+    time: listing reads each shard once (so every process of a sharded run reads them all once), and ``ds[i]``
+    keeps the last shard it opened in memory.
     """
 
     def __init__(self, path: PathLike, *, resize: Optional[Tuple[int, int]] = TAPVID_DEFAULT_RESIZE,

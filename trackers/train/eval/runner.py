@@ -5,11 +5,18 @@ Three jobs share one runner:
 * ``points`` -- TAP-Vid metrics (average Jaccard, ``< delta avg``, occlusion accuracy, ...) of a point tracker on
   TAP-Vid pickles (DAVIS / Kinetics / RGB-Stacking), a folder of ``.npz`` annotations, or synthetic clips.
   Videos are resized to 256x256 (the official protocol, ``--resize``), queries are sampled from the ground truth
-  in the ``first`` or ``strided`` mode, and the benchmark number is the mean over videos.
+  in the ``first`` or ``strided`` mode, and the benchmark number is the mean over videos. Predicted visibility is
+  the tracker's own decision (``PointTracks.visible``). All queries of a video are tracked in one call, as
+  CoTracker's evaluation does (TAP-Vid's rule that a query's prediction must not depend on the other queries is
+  not enforced). A query on the right/bottom border (TAP-Vid stores points up to 1.0, i.e. ``x = W``) is clamped
+  into the pixel grid for the tracker; the ground truth is not changed.
 * ``box`` -- single-object tracking on GOT-10k or LaSOT folders, or synthetic clips: GOT-10k AO / SR (frame 0 and
   frames whose target is absent are not scored; IoUs of all sequences pooled) and one-pass-evaluation AUC /
   precision / normalised precision (pytracking or OSTrack rules, ``--convention``), plus the standard result
-  files (GOT-10k submission layout ``<seq>/<seq>_001.txt`` + ``<seq>_time.txt``; LaSOT ``<seq>.txt``).
+  files (GOT-10k submission layout ``<seq>/<seq>_001.txt`` + ``<seq>_time.txt``, one run, the clip's mean time
+  per frame; LaSOT ``<seq>.txt`` in its 1-based pixels; comma-separated ``x,y,w,h``). A GOT-10k test sequence has
+  only its first box: it is tracked and written, not scored. Synthetic boxes are scored with the target's
+  visibility as the GOT-10k cover / LaSOT visible flag.
 * ``label`` -- run a point tracker from grid queries on every video of a folder and write one ``.npz`` of tracks
   per video (pseudo-labels for training).
 
@@ -379,7 +386,7 @@ def run_points(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, A
     names, load = _subset(names, load, args)
     out = Path(args.out)
     run = {"task": "points", "model": args.model, "data": data_desc, "query_mode": args.query_mode,
-           "query_stride": args.query_stride, "resize": args.resize}
+           "query_stride": args.query_stride, "resize": _parse_size(args.resize, "--resize")}
 
     def work(i: int) -> Dict[str, Any]:
         seq = load(i)
@@ -595,7 +602,7 @@ def run_label(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
     labels.mkdir(parents=True, exist_ok=True)
     run = {"task": "label", "model": args.model, "data": os.path.abspath(args.data) if _parse_synthetic(args.data)
            is None else args.data, "seed": args.seed, "grid": args.grid, "query_frames": frames,
-           "resize": args.resize, "max_frames": args.max_frames, "save_video": args.save_video}
+           "resize": _parse_size(args.resize, "--resize"), "max_frames": args.max_frames, "save_video": args.save_video}
 
     def work(i: int) -> Dict[str, Any]:
         video, path = load(i)
