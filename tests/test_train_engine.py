@@ -205,6 +205,16 @@ def test_training_writes_config_logs_and_checkpoints(tmp_path):
     assert result.step == 30 and not result.interrupted
     saved = yaml_load(tmp_path / "config.yaml")
     assert saved["recipe"] == "toy" and saved["lr"] == 3e-2 and saved["betas"] == [0.9, 0.999]
+    # the written file reproduces the run's config when passed back with --config
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ToyConfig)
+    args = parser.parse_args(["--config", str(tmp_path / "config.yaml")])
+    assert config_from_args(ToyConfig, args, recipe="toy") == _cfg(tmp_path, max_steps=30, save_every=10,
+                                                                   keep_checkpoints=2, val_every=10)
+    with pytest.raises(ValueError, match="recipe 'toy', not 'point'"):
+        config_from_args(ToyConfig, args, recipe="point")
     # only the newest two checkpoints are kept; the newest is the one "latest" finds
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-30"]
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-30"

@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     cls = get_recipe(args.recipe)
     try:
-        config = config_from_args(cls.config_class, args)
+        config = config_from_args(cls.config_class, args, recipe=args.recipe)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     result = train(cls(config))

@@ -319,10 +319,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(flag, **kwargs)
 
 
-def config_from_args(cls: Type[C], args: argparse.Namespace) -> C:
-    """Resolve ``cls`` from defaults, the ``--config`` YAML file and the explicit command-line options."""
+def config_from_args(cls: Type[C], args: argparse.Namespace, recipe: Optional[str] = None) -> C:
+    """Resolve ``cls`` from defaults, the ``--config`` YAML file and the explicit command-line options.
+
+    A ``recipe:`` key in the YAML file (the engine writes one into every run's ``config.yaml``) must name
+    ``recipe`` when that is given; it is not a config field.
+    """
     types_ = _field_types(cls)
     yaml_layer = load_yaml(args.config) if getattr(args, "config", None) else {}
+    saved_recipe = yaml_layer.pop("recipe", None)
+    if recipe is not None and saved_recipe is not None and saved_recipe != recipe:
+        raise ValueError(f"{args.config} is a config of recipe {saved_recipe!r}, not {recipe!r}")
     cli_layer: Dict[str, Any] = {}
     for name, tp in types_.items():
         if name not in vars(args):

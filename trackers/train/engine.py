@@ -127,7 +127,8 @@ class Recipe:
     def build_datasets(self) -> Tuple[Any, Optional[Any]]:
         """``(train, val)`` map-style datasets (``len`` and integer indexing); ``val`` may be ``None``.
 
-        Items must be deterministic functions of their index (the engine handles order and sharding).
+        Called after :meth:`build_tracker` (datasets may depend on the model, e.g. its input resolution). Items must
+        be deterministic functions of their index (the engine handles order and sharding).
         """
         raise NotImplementedError
 
@@ -346,8 +347,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return type(batch)({k: _to_device(v, device) for k, v in batch.items()}) if isinstance(batch, dict) else \
-            {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
@@ -608,6 +608,9 @@ def _train(recipe: Recipe, cfg: TrainConfig, info: DistInfo) -> TrainResult:
         persistent_workers=False)
 
     if info.is_main:
+        if resume_dir is None and latest_checkpoint(run_dir) is not None:
+            log.warning("%s already holds checkpoints; starting a new run over them (pass --resume to continue)",
+                        run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml({"recipe": recipe.name, **config_to_yaml_dict(cfg)}, run_dir / "config.yaml")
     metrics_log = _MetricLog(run_dir, info.is_main, step if resume_dir is not None else None)
@@ -652,8 +655,8 @@ def _train(recipe: Recipe, cfg: TrainConfig, info: DistInfo) -> TrainResult:
             if cfg.grad_clip > 0:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params_flat, cfg.grad_clip))
             else:
-                grad_norm = float(torch.norm(torch.stack([p.grad.detach().norm() for p in params_flat
-                                                          if p.grad is not None])))
+                norms = [p.grad.detach().norm() for p in params_flat if p.grad is not None]
+                grad_norm = float(torch.stack(norms).norm()) if norms else 0.0
             lr_now = optimizer.param_groups[0]["lr"]
             scaler.step(optimizer)
             scaler.update()
