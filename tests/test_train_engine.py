@@ -295,3 +295,13 @@ def test_torchrun_two_processes_match_one_process_with_double_batch(tmp_path):
     assert any(not torch.allclose(a[k], init[k].float(), atol=1e-3) for k in a if k in init)
     state = torch.load(tmp_path / "ddp" / "checkpoint-6" / TRAINING_STATE_NAME, weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+def test_accumulation_and_loader_workers_do_not_change_the_result(tmp_path):
+    kw = dict(max_steps=4, grad_clip=0.5, eps=1e-3)
+    big = train(ToyRecipe(_cfg(tmp_path / "big", batch_size=4, **kw)))
+    acc = train(ToyRecipe(_cfg(tmp_path / "acc", batch_size=2, grad_accum=2, num_workers=2, **kw)))
+    assert big.step == acc.step == 4
+    a, b = _params(tmp_path / "big", 4), _params(tmp_path / "acc", 4)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
