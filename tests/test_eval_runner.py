@@ -160,6 +160,33 @@ def test_two_process_torchrun_equals_single_process(tmp_path, tiny_point_model):
     assert "model" in stdout and stdout.count("TAP-Vid metrics") == 1  # only rank 0 prints the table
 
 
+def test_rank0_waits_for_records_of_slower_ranks(tmp_path):
+    import threading
+    import time
+
+    from trackers.train.eval import runner as R
+
+    job = R._Job(["a", "b"], work=lambda i: {}, out=tmp_path, run={"x": 1}, progress=False, label="t")
+    (tmp_path / "sequences").mkdir()
+    R._atomic_write_json(R._record_path(tmp_path, "a"), {"run": {"x": 1}, "v": 0})
+    R._atomic_write_json(R._record_path(tmp_path, "b"), {"run": {"x": 2}, "v": -1})  # other settings: not taken
+
+    def slow_rank():
+        time.sleep(0.5)
+        R._atomic_write_json(R._record_path(tmp_path, "b"), {"run": {"x": 1}, "v": 1})
+
+    thread = threading.Thread(target=slow_rank)
+    thread.start()
+    t0 = time.monotonic()
+    records = R._collect(job, {"x": 1}, DistInfo(rank=0, world_size=2), poll_seconds=0.05)
+    thread.join()
+    assert time.monotonic() - t0 >= 0.4 and [r["v"] for r in records] == [0, 1]
+    # a single process never waits: a missing record is an error
+    (tmp_path / "sequences" / "b.json").unlink()
+    with pytest.raises(RuntimeError, match="no finished result for 1 sequence"):
+        R._collect(job, {"x": 1}, DistInfo())
+
+
 def test_shard_is_round_robin():
     assert shard(7, DistInfo(rank=1, world_size=3)) == [1, 4]
     assert sorted(sum((shard(7, DistInfo(r, 3)) for r in range(3)), [])) == list(range(7))

@@ -2,10 +2,14 @@
 
 ``torchrun --nproc-per-node K ...`` starts K copies of the command and sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in each one's environment. :func:`distributed_session` reads
-them: with ``WORLD_SIZE > 1`` it joins the process group (gloo, which runs on CPU; evaluation only needs barriers,
-never tensor traffic on the GPU) and leaves it on exit; otherwise it is a single-process no-op. Evaluation work is
-sharded by sequence index (:func:`shard`), every rank writes one result file per sequence, and rank 0 merges the
-files after :func:`barrier`.
+them: with ``WORLD_SIZE > 1`` it joins the process group (gloo, which runs on CPU; evaluation only exchanges a few
+Python objects, never tensors on the GPU) and leaves it on exit; otherwise it is a single-process no-op.
+
+Evaluation work is sharded by sequence index (:func:`shard`) and every rank writes one result file per sequence.
+The ranks compare their listings once at the start (:func:`all_gather_object`, while they are in step); at the end
+rank 0 waits for the other ranks' files rather than at a collective barrier, because shards can finish hours apart
+(one rank may draw the long sequences) and a collective would hit the process group's timeout. If a rank fails,
+torchrun stops the others.
 """
 from __future__ import annotations
 
@@ -13,16 +17,15 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Iterator, List
+from typing import Any, Iterator, List
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "dist_info", "distributed_session", "barrier", "shard", "default_device"]
+__all__ = ["DistInfo", "dist_info", "distributed_session", "all_gather_object", "shard", "default_device"]
 
-#: How long a rank waits at a barrier for the others. Shards of a benchmark can differ by hours (one rank may draw
-#: the long sequences), and the default of the process group (30 minutes) would abort such a run.
-BARRIER_TIMEOUT = datetime.timedelta(hours=24)
+#: Timeout of the process group's collectives (torch's default); they only run while the ranks are in step.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def distributed_session() -> Iterator[DistInfo]:
         if not dist.is_available():
             raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
         dist.init_process_group("gloo", init_method="env://", rank=info.rank, world_size=info.world_size,
-                                timeout=BARRIER_TIMEOUT)
+                                timeout=COLLECTIVE_TIMEOUT)
         owned = True
     try:
         yield info
@@ -83,10 +86,13 @@ def distributed_session() -> Iterator[DistInfo]:
             dist.destroy_process_group()
 
 
-def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+def all_gather_object(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` in rank order (``[obj]`` in a single process); picklable objects only."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    gathered: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def shard(num_items: int, info: DistInfo) -> List[int]:

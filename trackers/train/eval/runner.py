@@ -30,9 +30,10 @@ printed. Every per-sequence file is written atomically, and a rerun with the sam
 whose file exists -- so an interrupted run resumes where it stopped. A file written with other settings (another
 model, query mode, ...) is an error rather than silently mixed in.
 
-Scaling out: launched with ``torchrun --nproc-per-node K``, rank ``r`` processes sequences ``r, r + K, ...``; after a
-barrier (gloo process group, CPU) rank 0 reads every per-sequence file and writes the report, so the numbers equal
-those of a single-process run.
+Scaling out: launched with ``torchrun --nproc-per-node K``, rank ``r`` processes sequences ``r, r + K, ...`` (the
+ranks join a gloo process group and first check that they all see the same listing and settings); rank 0 then
+waits for every per-sequence file, reads them and writes the report, so the numbers equal those of a
+single-process run.
 
 Examples::
 
@@ -57,7 +58,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from trackers.train.eval.distributed import DistInfo, barrier, default_device, distributed_session, shard
+from trackers.train.eval.distributed import DistInfo, all_gather_object, default_device, distributed_session, shard
 
 __all__ = ["add_eval_parser", "build_eval_parser", "main_eval", "run_eval_args", "run_points", "run_boxes", "run_label",
            "load_model", "format_table", "grid_queries", "SYNTHETIC_PRESETS"]
@@ -248,6 +249,12 @@ def _run_sharded(job: _Job, info: DistInfo) -> Optional[List[Dict[str, Any]]]:
     _check_names(job.names)
     (job.out / _SEQ_DIR).mkdir(parents=True, exist_ok=True)
     run = json.loads(json.dumps(_jsonable(job.run)))
+    # every rank must shard the same listing with the same settings, or the merged report would be wrong
+    views = all_gather_object((job.names, run))
+    for r, (names, other) in enumerate(views):
+        if names != job.names or other != run:
+            raise ValueError(f"rank {r} sees {len(names)} sequences / settings {other}, rank {info.rank} sees "
+                             f"{len(job.names)} / {run}: every rank must read the same data with the same options")
     mine = shard(len(job.names), info)
     todo = []
     for i in mine:
@@ -267,20 +274,33 @@ def _run_sharded(job: _Job, info: DistInfo) -> Optional[List[Dict[str, Any]]]:
                    finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat())
         _atomic_write_json(_record_path(job.out, job.names[i]), rec)
     bar.close()
-    barrier()
     if not info.is_main:
         return None
-    records, missing = [], []
-    for i, n in enumerate(job.names):
-        rec = _read_record(_record_path(job.out, n))
-        if rec is None or rec.get("run") != run:
-            missing.append(n)
-        else:
-            records.append(rec)
-    if missing:
-        raise RuntimeError(f"no finished result for {len(missing)} sequence(s) (e.g. {missing[:3]}) after all ranks "
-                           "finished; was a rank killed?")
-    return records
+    return _collect(job, run, info)
+
+
+def _collect(job: _Job, run: Dict[str, Any], info: DistInfo, poll_seconds: float = 1.0) -> List[Dict[str, Any]]:
+    """Rank 0: every sequence's record, in listing order, waiting for those other ranks are still working on (a
+    record file appears atomically when its sequence is done)."""
+    records: Dict[int, Dict[str, Any]] = {}
+    last_note = time.monotonic()
+    while True:
+        for i, n in enumerate(job.names):
+            if i not in records:
+                rec = _read_record(_record_path(job.out, n))
+                if rec is not None and rec.get("run") == run and job.outputs_exist(rec):
+                    records[i] = rec
+        missing = len(job.names) - len(records)
+        if not missing:
+            return [records[i] for i in range(len(job.names))]
+        if info.world_size == 1:  # nobody else writes: a record vanished while this process ran
+            names = [n for i, n in enumerate(job.names) if i not in records]
+            raise RuntimeError(f"no finished result for {missing} sequence(s) (e.g. {names[:3]}) in "
+                               f"{str(job.out / _SEQ_DIR)!r}; were files removed during the run?")
+        if time.monotonic() - last_note > 60:
+            _log(info, f"waiting for {missing} sequence(s) from the other ranks")
+            last_note = time.monotonic()
+        time.sleep(poll_seconds)
 
 
 def _write_report(out: Path, task: str, run: Dict[str, Any], summary: Dict[str, Any], records: List[Dict[str, Any]],
