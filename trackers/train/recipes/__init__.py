@@ -14,6 +14,10 @@ __all__ = ["RECIPES", "get_recipe", "recipe_names"]
 RECIPES: Dict[str, Tuple[str, str]] = {
     "point": ("trackers.train.recipes.point:PointRecipe",
               "CoTracker3 point tracker, supervised on synthetic clips (paper section 3.3)"),
+    "box": ("trackers.train.recipes.box:BoxRecipe",
+            "DETRack box tracker: QFL + GIoU/L1, denoising groups, CE keep-rate warm-up (paper sections 3.4-3.6)"),
+    "lora": ("trackers.train.recipes.lora:LoRARecipe",
+             "LoRAT box tracker: LoRA fine-tuning of a frozen ViT, IoU-aware BCE + GIoU (paper section 4)"),
 }
 
 
