@@ -6,9 +6,13 @@ Usage::
 
 Prints a markdown table. Each configuration runs in its own process so that peak RSS is per configuration
 (it includes imports, the checkpoint file being read and the model, like the official measurement).
-Weights: the synthetic golden weights (``../shared/golden``, variant A head bias) when available, else random --
-speed does not depend on the values, the box comparisons do. The reference is the official pipeline on the same
-kind of machine: 0.219 s/frame (fp32, 2 threads, 240x320 frames), 1.47 GiB peak.
+Weights: the synthetic golden weights of the tests (``tests/golden_weights.py`` over the layout in
+``tests/data/lorat/state_dict_B224.tsv``, seed 0, head box bias set to -2.0 -- golden "variant A", boxes of a
+sensible size); speed does not depend on the values, the box comparisons do. Video: the 12 frames (240x320) of
+``tests/data/lorat/golden_track_B224.npz``, played forwards and backwards in a loop to the needed length (no jump
+at the turn, so the target keeps moving smoothly). The fp32 row also tracks the golden clip itself and compares its
+boxes to the official pipeline's (``boxes_xyxy_A``). The reference is the official pipeline on the same kind of
+machine: 0.219 s/frame (fp32, 2 threads, 240x320 frames), 1.47 GiB peak.
 
 Timings on a shared machine are noisy: the load average before and after is printed with the table.
 """
@@ -28,18 +32,17 @@ OFFICIAL_PEAK_GIB = 1.47
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _golden_root() -> Path:
-    env = os.environ.get("TRACKERS_GOLDEN_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "golden"
+DATA = REPO / "tests" / "data" / "lorat"
+GOLDEN_TRACK = DATA / "golden_track_B224.npz"
+VARIANT_A_HEAD_BIAS = -2.0  # golden "variant A": boxes stay 60-90 px on the golden clip
 
 
-def _load_golden_module(name: str):
-    import importlib.util
+def _synth_state_dict(tsv: Path, seed: int = 0):
+    """The tests' deterministic synthetic weights (``tests/golden_weights.py``)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from golden_weights import synth_state_dict
 
-    spec = importlib.util.spec_from_file_location(f"_golden_{name}", _golden_root() / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return synth_state_dict(tsv, seed)
 
 
 def _peak_rss_gib() -> float:
@@ -53,17 +56,21 @@ def _median(xs):
     return xs[len(xs) // 2]
 
 
-def _video_and_box(frames: int):
+def looped(video, frames: int):
+    """``frames`` frames of ``video`` played forwards, backwards, forwards... (0 1 .. T-1 T-2 .. 1 0 1 ..)."""
     import numpy as np
 
-    root = _golden_root()
-    if (root / "lorat" / "golden_track_B224.npz").exists():
-        ref = np.load(root / "lorat" / "golden_track_B224.npz")
-        video = _load_golden_module("synth_video").synth_video(frames + 1, 240, 320)
-        return video, ref["init_box_xyxy"], ref
-    rng = np.random.default_rng(0)
-    video = rng.integers(0, 256, (frames + 1, 240, 320, 3), dtype=np.uint8)
-    return video, np.array([233.6, 76.8, 310.4, 172.8]), None
+    T = len(video)
+    cycle = list(range(T)) + list(range(T - 2, 0, -1)) if T > 1 else [0]
+    return np.stack([video[cycle[i % len(cycle)]] for i in range(frames)])
+
+
+def _video_and_box(frames: int):
+    """``frames + 1`` frames of the looped golden clip, its initial box and the golden file."""
+    import numpy as np
+
+    ref = np.load(GOLDEN_TRACK)
+    return looped(ref["video"], frames + 1), ref["init_box_xyxy"], ref
 
 
 def _weights_file(tmp: Path) -> Path:
@@ -71,15 +78,8 @@ def _weights_file(tmp: Path) -> Path:
     import torch
 
     path = tmp / "lorat_b224_merged.pth"
-    root = _golden_root()
-    if (root / "lorat" / "state_dict_B224.tsv").exists():
-        sd = _load_golden_module("synth_state_dict").synth_state_dict(str(root / "lorat" / "state_dict_B224.tsv"), 0)
-        sd["head.reg_mlp.layers.2.bias"][:] = -2.0  # golden variant A: boxes of a sensible size
-    else:
-        import trackers
-
-        torch.manual_seed(0)
-        sd = trackers.LoRATracker.from_config("lorat-b-224").model.state_dict()
+    sd = _synth_state_dict(DATA / "state_dict_B224.tsv", 0)
+    sd["head.reg_mlp.layers.2.bias"][:] = VARIANT_A_HEAD_BIAS
     torch.save(sd, path)
     del sd
     return path
@@ -98,19 +98,20 @@ def child_track(dtype_name: str, threads: int, frames: int, weights: str) -> dic
     tracker = trackers.LoRATracker.from_pretrained("lorat-b-224", checkpoint=weights, dtype=dtype)
     video, init_box, ref = _video_and_box(frames)
     session = tracker.stream(video[0], init_box)
-    walls, cpus, boxes = [], [], [session.box.numpy()]
+    walls, cpus, boxes = [], [], [session.boxes.numpy()]
     for t in range(1, frames + 1):
         w0, c0 = time.perf_counter(), time.process_time()
-        box, _ = session.step(video[t])
+        step = session.step(video[t])  # BoxTracks of this one frame
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
-        boxes.append(box.numpy())
+        boxes.append(step.boxes[0].numpy())
     last = slice(max(0, frames - 10), frames)
     # Network forward alone (same inputs as a tracking step).
-    st = session.state
-    from trackers.sot import search_crop
+    st = session.targets[0]
+    from trackers.box.pipeline import search_crop
 
-    x, _ = search_crop(torch.from_numpy(video[-1]).permute(2, 0, 1).float(), st, tracker.settings)
+    x, _ = search_crop(torch.from_numpy(video[-1]).permute(2, 0, 1).float(), st, tracker.settings,
+                       tracker.crop_sizes)
     fwd = []
     with torch.inference_mode():
         for _ in range(6):
@@ -126,10 +127,9 @@ def child_track(dtype_name: str, threads: int, frames: int, weights: str) -> dic
         "peak_rss_gib": _peak_rss_gib(),
         "boxes": np.stack(boxes).tolist(),
     }
-    if ref is not None:
-        res = tracker.track(ref["video"], ref["init_box_xyxy"])
-        out["golden_boxes"] = res.boxes.numpy().tolist()
-        out["golden_box_err_px"] = float(np.abs(res.boxes.numpy()[1:] - ref["boxes_xyxy_A"]).max())
+    res = tracker.track(ref["video"], ref["init_box_xyxy"])
+    out["golden_boxes"] = res.boxes.numpy().tolist()
+    out["golden_box_err_px"] = float(np.abs(res.boxes.numpy()[1:] - ref["boxes_xyxy_A"]).max())
     return out
 
 
@@ -138,15 +138,18 @@ def child_ratio(threads: int, reps: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from trackers.models.lorat import LoRAT, lorat_variant_config
-    from trackers.nn.vit import VIT_SPECS, VisionTransformer
+    import trackers
+    from trackers.models.lorat import LoRAT, LoRATConfig
+    from trackers.nn.vit import VisionTransformer
 
     torch.manual_seed(0)
-    unmerged_model = LoRAT(lorat_variant_config("b-224", lora_rank=64)).eval()
-    merged_copy = LoRAT(lorat_variant_config("b-224", lora_rank=64)).eval()
+    cfg = LoRATConfig(**{**trackers.get_entry("lorat-b-224").config, "lora_rank": 64})
+    unmerged_model = LoRAT(cfg).eval()
+    merged_copy = LoRAT(cfg).eval()
     merged_copy.load_state_dict(unmerged_model.state_dict())
     merged_copy.merge_lora()
-    plain = VisionTransformer(VIT_SPECS["b"], patch_size=14, img_size=518, cls_token=False, pos_embed=False).eval()
+    # The same ViT-B/14 size (width, depth, heads, FFN) as a plain encoder.
+    plain = VisionTransformer(cfg.vit_spec(), patch_size=14, img_size=518, cls_token=False, pos_embed=False).eval()
     z = torch.randn(1, 3, 112, 112)
     x = torch.randn(1, 3, 224, 224)
     tokens = torch.randn(1, 320, 768)

@@ -1,9 +1,11 @@
 """Speed and memory of PointTracker (CoTracker3) on the CPU; prints a markdown table.
 
 Every configuration runs in a fresh subprocess (so peak RSS = ``ru_maxrss`` of that run) with
-``torch.set_num_threads(threads)``: 1 warm-up + ``--repeats`` timed runs, median reported. Weights are the golden
-synthetic ones when ``../shared/golden`` exists (same as the official timings in ``shared/reference/cotracker3.md``
-(h)), random otherwise; speed does not depend on them.
+``torch.set_num_threads(threads)``: 1 warm-up + ``--repeats`` timed runs, median reported. Weights are the tests'
+deterministic synthetic ones (``tests/golden_weights.py`` over ``tests/data/cotracker3/state_dict_{offline,online}.tsv``,
+seed 0 -- the weights the official timings below were also taken with); speed does not depend on them. Video: the
+24-frame 240x320 golden clip of ``tests/data/cotracker3/golden_offline_predictor_queries.npz``, resized (bilinear) to
+384x512 and, for longer runs, played forwards and backwards in a loop.
 
     python benchmarks/point_tracker.py                 # everything (long: ~tens of minutes on 2 cores)
     python benchmarks/point_tracker.py --only speed    # 24-frame rows only
@@ -27,7 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("TRACKERS_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
+DATA = ROOT / "tests" / "data" / "cotracker3"
+GOLDEN_CLIP = DATA / "golden_offline_predictor_queries.npz"
 OFFICIAL = {("offline", 100): (15.5, 2.86), ("offline", 1000): (61.1, 3.20),
             ("online", 100): (17.6, 2.25), ("online", 1000): (82.6, 2.51)}
 
@@ -49,34 +52,32 @@ def _rss_now_kib() -> float:
 def _tracker(kind: str, dtype: str):
     import torch
 
-    from trackers.point_tracker import PointTracker
+    import trackers
 
-    name = f"cotracker3-{kind}"
-    tsv = GOLDEN / "cotracker3" / f"state_dict_{kind}.tsv"
-    if tsv.exists():
-        sys.path.insert(0, str(GOLDEN))
-        from synth_state_dict import synth_state_dict
+    sys.path.insert(0, str(ROOT / "tests"))
+    from golden_weights import synth_state_dict
 
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_cotracker3_{kind}_synth.pth"
-        if not path.exists():
-            torch.save(synth_state_dict(str(tsv), 0), path)
-        tracker = PointTracker.from_pretrained(name, checkpoint=path)
-    else:
-        tracker = PointTracker.from_config(name, seed=0)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_cotracker3_{kind}_synth.pth"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # written whole, then renamed: concurrent runs never see half
+        torch.save(synth_state_dict(DATA / f"state_dict_{kind}.tsv", 0), tmp)
+        os.replace(tmp, path)
+    tracker = trackers.PointTracker.from_pretrained(f"cotracker3-{kind}", checkpoint=path)
     return tracker.to(dtype=getattr(torch, dtype))
 
 
 def _video(T: int, H: int = 384, W: int = 512):
+    """``T`` frames ``(T, H, W, 3)`` uint8: the golden clip resized to ``H x W``, looped forwards and backwards."""
     import numpy as np
+    import torch
+    import torch.nn.functional as F
 
-    if (GOLDEN / "synth_video.py").exists() and T <= 300:
-        sys.path.insert(0, str(GOLDEN))
-        from synth_video import synth_video
-
-        return synth_video(T, H, W)
-    g = np.random.default_rng(0)
-    base = g.integers(0, 255, size=(H + T, W + T, 3), dtype=np.uint8)
-    return np.stack([base[t:t + H, t:t + W] for t in range(T)])
+    clip = torch.from_numpy(np.load(GOLDEN_CLIP)["video"][0]).float()  # (24, 3, 240, 320)
+    clip = F.interpolate(clip, size=(H, W), mode="bilinear", align_corners=False)
+    clip = clip.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    n = len(clip)
+    cycle = list(range(n)) + list(range(n - 2, 0, -1))  # 0 1 .. n-1 n-2 .. 1, then again: no jump at the turn
+    return np.stack([clip[cycle[i % len(cycle)]] for i in range(T)])
 
 
 def _queries(n: int, T: int = 24):
@@ -134,7 +135,7 @@ def run_one(args) -> dict:
         t0 = time.perf_counter()
         for t in range(max(args.stream_frames)):
             o = t % 64
-            session.step(base[o:o + H, o:o + W], return_tracks=False)
+            session.step(base[o:o + H, o:o + W])  # returns only the frames this call produced: cheap
             # RSS moves by a few % from step to step (temporaries the allocator keeps or returns), so each mark is
             # the highest reading over the 40 frames before it: a steady-state high-water mark, not one sample
             for mark in args.stream_frames:
@@ -142,12 +143,12 @@ def run_one(args) -> dict:
                     window[mark] = max(window.get(mark, 0.0), _gib(_rss_now_kib()))
             if t + 1 in args.stream_frames:
                 marks[t + 1] = window[t + 1]
-        session.close(return_tracks=False)
+        session.close()
         return {"rss_gib": marks, "seconds": time.perf_counter() - t0}
     if args.task == "bf16err":
         import numpy as np
 
-        d = np.load(GOLDEN / "cotracker3" / "golden_offline_predictor_queries.npz")
+        d = np.load(GOLDEN_CLIP)
         out = {}
         for kind in ("offline", "online"):
             res = {dt: _tracker(kind, dt).track(d["video"][0], d["queries"][0]) for dt in ("float32", "bfloat16")}
@@ -213,7 +214,7 @@ def main() -> None:
                     rows.append(f"| {kind}, 24 frames 384x512 | {n} | {dtype} | {r['seconds']:.1f} ({runs}) | "
                                 f"{r['cpu']:.0f} | {r['peak_gib']:.2f} | {ref[0]} / {ref[1]} |")
                     print(rows[-1], file=sys.stderr, flush=True)
-        if "bfloat16" in dtypes and (GOLDEN / "cotracker3").exists():
+        if "bfloat16" in dtypes:
             r = _spawn("--task", "bf16err", threads=args.threads)
             rows.append(f"| bf16 vs fp32 max track difference on the golden 240x320 video | 12 | bfloat16 | "
                         f"offline {r['offline']:.3f} px, online {r['online']:.3f} px | | | |")
