@@ -104,6 +104,9 @@ def test_points_wrong_model_and_data_errors(tmp_path, capsys):
                       "--out", str(tmp_path / "b"), *SYN]) == 2
     assert "nothing" in capsys.readouterr().err
     assert main_eval(["points", "--data", "synthetic:0", "--model", "lk", "--out", str(tmp_path / "c"), *SYN]) == 2
+    assert main_eval(["points", "--data", "synthetic:1", "--model", "lk", "--checkpoint", "w.pth",
+                      "--out", str(tmp_path / "d"), *SYN]) == 2
+    assert "--checkpoint does not apply" in capsys.readouterr().err
 
 
 def test_points_on_tapvid_pickle_strided(tmp_path):

@@ -116,6 +116,10 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _abspath(path: Optional[str]) -> Optional[str]:
+    return None if path is None else os.path.abspath(path)
+
+
 def _parse_size(text: str, option: str) -> Optional[Tuple[int, int]]:
     """``'256x256'`` / ``'256'`` -> ``(H, W)``; ``'none'`` -> ``None``."""
     if text is None or str(text).lower() in ("none", "native", "0"):
@@ -174,10 +178,13 @@ def grid_queries(size: int, height: int, width: int, frames: Sequence[int] = (0,
 
 
 # =============================================================================================== models
-def load_model(spec: str, device: Any = None) -> Tuple[Any, str]:
+def load_model(spec: str, device: Any = None, checkpoint: Optional[str] = None) -> Tuple[Any, str]:
     """``(tracker, task)`` for ``--model``: ``'lk'`` / ``'csrt'`` (OpenCV baselines), else anything
-    :func:`trackers.base.load_tracker` loads. ``task`` is ``'points'`` or ``'boxes'``."""
+    :func:`trackers.base.load_tracker` loads (``checkpoint``: a local weights file for a registry name, e.g. the
+    official checkpoint downloaded by hand). ``task`` is ``'points'`` or ``'boxes'``."""
     key = spec.strip().lower()
+    if checkpoint is not None and key in ("lk", "lucas-kanade", "lucaskanade", "csrt"):
+        raise ValueError(f"--checkpoint does not apply to the OpenCV baseline {spec!r}")
     if key in ("lk", "lucas-kanade", "lucaskanade"):
         from trackers.train.eval.baselines import LucasKanadeTracker
 
@@ -188,7 +195,8 @@ def load_model(spec: str, device: Any = None) -> Tuple[Any, str]:
         return CSRTTracker(), "boxes"
     from trackers.base import load_tracker
 
-    tracker = load_tracker(spec, device=device)
+    kwargs = {} if checkpoint is None else {"checkpoint": checkpoint}
+    tracker = load_tracker(spec, device=device, **kwargs)
     task = getattr(tracker, "task", "")
     if task not in ("points", "boxes"):
         raise ValueError(f"model {spec!r} is a {type(tracker).__name__} with task {task!r}; expected a point or box "
@@ -400,12 +408,12 @@ def run_points(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, A
     if args.query_mode not in ("first", "strided"):
         raise ValueError(f"--query-mode must be 'first' or 'strided', got {args.query_mode!r}")
     device = default_device(info) if args.device == "auto" else args.device
-    tracker, task = load_model(args.model, device)
+    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
     _need_task(args.model, task, "points", "points")
     names, load, data_desc = _point_source(args)
     names, load = _subset(names, load, args)
     out = Path(args.out)
-    run = {"task": "points", "model": args.model, "data": data_desc, "query_mode": args.query_mode,
+    run = {"task": "points", "model": args.model, "checkpoint": _abspath(args.checkpoint), "data": data_desc, "query_mode": args.query_mode,
            "query_stride": args.query_stride, "resize": _parse_size(args.resize, "--resize")}
 
     def work(i: int) -> Dict[str, Any]:
@@ -513,12 +521,12 @@ def run_boxes(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
     if args.convention not in ("pytracking", "ostrack"):
         raise ValueError(f"--convention must be 'pytracking' or 'ostrack', got {args.convention!r}")
     device = default_device(info) if args.device == "auto" else args.device
-    tracker, task = load_model(args.model, device)
+    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
     _need_task(args.model, task, "boxes", "box")
     names, load, data_desc = _box_source(args)
     names, load = _subset(names, load, args)
     out = Path(args.out)
-    run = {"task": "box", "model": args.model, "data": data_desc, "convention": args.convention}
+    run = {"task": "box", "model": args.model, "checkpoint": _abspath(args.checkpoint), "data": data_desc, "convention": args.convention}
     streams = hasattr(tracker, "stream")  # network trackers take frames lazily; OpenCV baselines want an array
 
     def work(i: int) -> Dict[str, Any]:
@@ -613,14 +621,14 @@ def run_label(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
     if not frames or min(frames) < 0:
         raise ValueError(f"--query-frames must be non-negative frame indices, got {args.query_frames!r}")
     device = default_device(info) if args.device == "auto" else args.device
-    tracker, task = load_model(args.model, device)
+    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
     _need_task(args.model, task, "points", "label")
     names, load = _label_source(args)
     names, load = _subset(names, load, args)
     out = Path(args.out)
     labels = out / _LABEL_DIR
     labels.mkdir(parents=True, exist_ok=True)
-    run = {"task": "label", "model": args.model, "data": os.path.abspath(args.data) if _parse_synthetic(args.data)
+    run = {"task": "label", "model": args.model, "checkpoint": _abspath(args.checkpoint), "data": os.path.abspath(args.data) if _parse_synthetic(args.data)
            is None else args.data, "seed": args.seed, "grid": args.grid, "query_frames": frames,
            "resize": _parse_size(args.resize, "--resize"), "max_frames": args.max_frames, "save_video": args.save_video}
 
@@ -674,6 +682,8 @@ def _common(p: argparse.ArgumentParser, *, out_required: bool = True) -> None:
                    help="dataset path, or synthetic:N for N clips from the synthetic generator")
     p.add_argument("--model", required=True,
                    help="registry name, Hub repo or saved tracker folder; 'lk' / 'csrt' for the OpenCV baselines")
+    p.add_argument("--checkpoint", default=None,
+                   help="local weights file for a registry --model (e.g. the official checkpoint downloaded by hand)")
     p.add_argument("--out", required=out_required, help="output folder (per-sequence results, report.json); "
                    "rerunning into the same folder resumes")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips (default 0)")
