@@ -145,6 +145,9 @@ def test_bad_layout_names_the_folder(tmp_path):
         LaSOTDataset(bad)
     with pytest.raises(ValueError, match="not a GOT-10k split folder"):
         GOT10kDataset(bad)
+    _got10k(tmp_path / "GOT10k" / "val")  # the dataset root rather than a split
+    with pytest.raises(ValueError, match=r"holds GOT-10k splits \['val'\]: pass one split folder"):
+        open_sot_dataset(tmp_path / "GOT10k")
 
 
 # ------------------------------------------------------------------------------------------------ TAP-Vid

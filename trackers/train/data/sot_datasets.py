@@ -346,6 +346,10 @@ def detect_sot_layout(root: PathLike) -> str:
     if (root / "list.txt").is_file() or any(d.is_dir() and (d / "groundtruth.txt").is_file()
                                             for d in root.iterdir()):
         return "got10k"
+    splits = sorted(d.name for d in root.iterdir() if d.is_dir() and (d / "list.txt").is_file())
+    if splits:
+        raise ValueError(f"{str(root)!r} holds GOT-10k splits {splits}: pass one split folder, e.g. "
+                         f"{str(root / splits[0])!r}")
     raise ValueError(
         f"{str(root)!r} is neither a GOT-10k split folder (list.txt and <seq>/groundtruth.txt with the frames next "
         "to it) nor a LaSOT folder (<class>/<class>-<k>/ with img/ and groundtruth.txt)")
