@@ -49,13 +49,15 @@ class ToyConfig(TrainConfig):
         dim: input width.
         samples: dataset size.
         dropout: dropout rate (draws from the global torch generator).
-        stop_at: send SIGINT to this process during this step (-1: never).
+        stop_at: send ``stop_signal`` to this process during this step (-1: never).
+        stop_signal: signal number to send.
     """
 
     dim: int = 6
     samples: int = 40
     dropout: float = 0.0
     stop_at: int = -1
+    stop_signal: int = 2
 
 
 class ToyNet(nn.Module):
@@ -113,7 +115,7 @@ class ToyRecipe(Recipe):
     def loss(self, model, batch, ctx):
         if ctx.step == self.config.stop_at and ctx.micro_step == 0:
             import os, signal
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.config.stop_signal)
         # per-sample noise from the step context: the same for any process count and on resume
         noise = torch.stack([torch.randn((), generator=ctx.generator(int(i))) for i in ctx.indices]) * 0.01
         err = (model(batch["x"]) - batch["y"] - noise) ** 2
@@ -236,11 +238,14 @@ def yaml_load(path):
     return yaml.safe_load(Path(path).read_text())
 
 
-def test_interrupt_and_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_and_resume_is_bit_identical(tmp_path, sig):
     kw = dict(max_steps=10, grad_accum=2, dropout=0.3, grad_clip=0.5)
     full = train(ToyRecipe(_cfg(tmp_path / "full", **kw)))
-    # SIGINT during step 4: the step completes, checkpoint-5 is written, the run stops
-    part = train(ToyRecipe(_cfg(tmp_path / "part", stop_at=4, **kw)))
+    before = signal.getsignal(sig)
+    # a signal during step 4: the step completes, checkpoint-5 is written, the run stops
+    part = train(ToyRecipe(_cfg(tmp_path / "part", stop_at=4, stop_signal=int(sig), **kw)))
+    assert signal.getsignal(sig) is before  # the previous handler is back
     assert part.interrupted and part.step == 5 and part.checkpoint == tmp_path / "part" / "checkpoint-5"
     resumed = train(ToyRecipe(_cfg(tmp_path / "part", resume="latest", **kw)))
     assert resumed.step == 10 and not resumed.interrupted

@@ -18,7 +18,8 @@ optionally, parameter groups and validation. :func:`train` does the rest, the sa
   ``PointTracker.from_pretrained(folder)`` loads it) plus ``training_state.pt``: optimiser, scheduler, gradient
   scaler, the RNG states of every process (python, numpy, torch, CUDA) and the sample-stream position;
 * **exact resume** (``resume="latest"`` or a checkpoint folder): the continued run gives bit-identical parameters
-  to an uninterrupted one. A first Ctrl-C (SIGINT) finishes the current step, writes a checkpoint and stops.
+  to an uninterrupted one. A first SIGINT (Ctrl-C) or SIGTERM (a scheduler's pre-emption notice) finishes the current
+  step, writes a checkpoint and stops; all processes stop at the same step.
 
 Randomness a recipe needs per sample (crops, trims) should come from :meth:`StepContext.generator`, which depends only
 on the seed, the step and the sample index: the result is then the same for any number of processes and across
@@ -488,7 +489,7 @@ class TrainResult:
         run_dir: the run folder.
         step: optimiser steps completed.
         checkpoint: the last checkpoint written (``None`` if none).
-        interrupted: the run stopped early on SIGINT (a checkpoint of the reached step was written).
+        interrupted: the run stopped early on SIGINT/SIGTERM (a checkpoint of the reached step was written).
         train_metrics: the last logged training metrics.
         val_metrics: the last validation metrics (empty without validation).
     """
@@ -502,28 +503,32 @@ class TrainResult:
 
 
 class _StopFlag:
-    """First SIGINT: finish the current step, save and stop; a second one interrupts at once."""
+    """First SIGINT / SIGTERM: finish the current step, save and stop; a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
         return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupt: finishing the current step, then saving a checkpoint (Ctrl-C again to abort)")
+        log.warning("%s: finishing the current step, then saving a checkpoint (send it again to abort)",
+                    signal.Signals(signum).name)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
