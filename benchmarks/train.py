@@ -1,4 +1,4 @@
-"""Training speed and memory on this CPU: the ``point`` recipe (CoTracker3) through the real engine; a markdown table.
+"""Training speed and memory on this CPU: the ``point``, ``box`` and ``lora`` recipes through the real engine; a table.
 
 Every row runs ``trackers.train.engine.train`` in a fresh subprocess (so peak RSS is ``ru_maxrss`` of that run) with
 ``torch.set_num_threads(threads)`` and batch 1. Steps are timed from the per-step timestamps the engine writes to
@@ -14,6 +14,10 @@ Rows:
 * ``full`` -- the released CoTracker3 architecture (384x512, 25.4 M parameters), 8 frames (the online model pads
   them to one 16-frame window), 256 points, 4 updates: one step each. Memory grows with the frames (the CNN's
   activations): 24 frames offline took 142 s and 13.6 GiB on one thread, online more than 16 GiB.
+
+* ``box-small`` / ``lora-small`` -- DETRack and LoRAT with their ``small`` presets (64 px template, 128 px search,
+  patch 8, width 128, depth 4), 8 pairs per step from 16 cached synthetic clips (the recipes' default denoising
+  groups, CE schedule and LoRA rank 64).
 
 The generator row is ``generate_clip`` alone in this process (one thread).
 
@@ -43,6 +47,10 @@ ROWS = {
     # 142 s/step and 13.6 GiB peak on 1 thread; online over 16 GiB)
     "full-offline": dict(preset=None, model_name="cotracker3-offline", clip_frames=8, num_points=256, steps=1),
     "full-online": dict(preset=None, model_name="cotracker3-online", clip_frames=8, num_points=256, steps=1),
+    # box recipes: batch of 8 pairs from 16 synthetic 160x160 clips (cached after first use, so the time is the
+    # network's and the cropping's, not the generator's)
+    "box-small": dict(recipe="box", preset="small", batch_size=8, steps=6),
+    "lora-small": dict(recipe="lora", preset="small", batch_size=8, steps=6),
 }
 
 
@@ -51,15 +59,23 @@ def _child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from trackers.train.engine import train
-    from trackers.train.recipes.point import PointConfig, PointRecipe
+    from trackers.train.recipes import get_recipe
 
+    recipe_name = spec.get("recipe", "point")
+    base = get_recipe(recipe_name)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = PointConfig(output_dir=tmp, preset=spec["preset"], model_name=spec["model_name"],
-                          clip_frames=spec["clip_frames"], num_points=spec["num_points"], iters=4,
-                          max_steps=spec["steps"], warmup_steps=1, log_every=1, val_clips=0, progress=False,
-                          train_clips=1000, save_every=0)
+        if recipe_name == "point":
+            cfg = base.config_class(output_dir=tmp, preset=spec["preset"], model_name=spec["model_name"],
+                                    clip_frames=spec["clip_frames"], num_points=spec["num_points"], iters=4,
+                                    max_steps=spec["steps"], warmup_steps=1, log_every=1, val_clips=0,
+                                    progress=False, train_clips=1000, save_every=0)
+        else:
+            cfg = base.config_class(output_dir=tmp, preset=spec["preset"], batch_size=spec["batch_size"],
+                                    max_steps=spec["steps"], warmup_steps=1, log_every=1, progress=False,
+                                    save_every=0, synthetic_clips=16, train_pairs=1000,
+                                    synthetic=dict(num_frames=8, height=160, width=160), device="cpu")
         t0 = time.time()
-        class Timed(PointRecipe):
+        class Timed(base):
             first = None
 
             def loss(self, model, batch, ctx):
@@ -99,7 +115,7 @@ def _generator_rate(frames: int, size: tuple, points: int, clips: int = 5) -> fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["small", "full"], default=None)
+    ap.add_argument("--only", choices=["small", "full", "box", "lora"], default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -111,7 +127,7 @@ def main() -> None:
         env.pop(k, None)
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print()
-    print("| config | params (M) | clip | points | steps/s | s/step | peak RSS GiB |")
+    print("| config | params (M) | clip / batch | points | steps/s | s/step | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|")
     for name, row in ROWS.items():
         if args.only and not name.startswith(args.only):
@@ -125,6 +141,10 @@ def main() -> None:
                   f"| | | | | |")
             continue
         r = json.loads(lines[-1][7:])
+        if row.get("recipe", "point") != "point":
+            print(f"| {name} | {r['params_m']:.1f} | {row['batch_size']} pairs | - "
+                  f"| {1 / r['step_s']:.3f} | {r['step_s']:.2f} | {r['peak_rss_gib']:.2f} |", flush=True)
+            continue
         res = "128x128" if row["preset"] == "small" else "384x512"
         print(f"| {name} | {r['params_m']:.1f} | {row['clip_frames']}x{res} | {row['num_points']} "
               f"| {1 / r['step_s']:.3f} | {r['step_s']:.2f} | {r['peak_rss_gib']:.2f} |", flush=True)

@@ -35,9 +35,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-
 import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ from trackers.box.pipeline import (
 from trackers.train.data.sot_datasets import SOTSequence, read_image
 from trackers.train.data.synthetic import SyntheticBoxDataset, SyntheticConfig
 
-__all__ = ["PairConfig", "SOTPairDataset", "SyntheticSequences", "jitter_box", "valid_boxes"]
+__all__ = ["PairConfig", "SOTPairDataset", "SyntheticSequences", "jitter_box", "open_sources", "valid_boxes"]
 
 _ABSENT = ("skip", "negative")
 
@@ -295,5 +294,3 @@ def open_sources(got10k: Optional[str] = None, lasot: Optional[str] = None, synt
         raise ValueError("no training data: give a GOT-10k or LaSOT folder, or synthetic clips > 0")
     return out
 
-
-__all__ += ["open_sources"]

@@ -38,6 +38,9 @@ __all__ = [
     "corner_cells",
     "DenoisingBatch",
     "make_denoising_queries",
+    "matching_losses",
+    "denoising_losses",
+    "iou_aware_bce_losses",
 ]
 
 
@@ -252,5 +255,3 @@ def iou_aware_bce_losses(score_map: Tensor, boxes_xyxy: Tensor, gt_xyxy: Tensor,
     reg = (giou_loss(pred, gt[:, None, :]) * pos.float()).sum(1) / npos
     return cls_weight * cls, giou_weight * reg, pos.sum(1).float()
 
-
-__all__ += ["matching_losses", "denoising_losses", "iou_aware_bce_losses"]

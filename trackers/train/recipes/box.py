@@ -65,7 +65,7 @@ __all__ = ["BoxConfig", "BoxRecipe", "PairDataConfig", "make_pair_datasets", "MO
 
 log = logging.getLogger("trackers.train")
 
-#: Reduced DETRack architectures (DETRackConfig fields). ``small`` (about 1.6 M parameters) trains on a CPU;
+#: Reduced DETRack architectures (DETRackConfig fields). ``small`` (1.7 M parameters) trains on a CPU;
 #: ``tiny`` is for tests.
 MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
     "small": dict(template_size=64, search_size=128, patch_size=8, embed_dim=128, depth=4, num_heads=4,
@@ -303,7 +303,11 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
     train = SOTPairDataset(sources, sizes, cfg.train_pairs, pairs, seed=cfg.data_seed)
     val = None
     if cfg.val_pairs:
-        val = SOTPairDataset(sources, sizes, cfg.val_pairs, pairs, seed=cfg.data_seed + 1_000_000_007)
+        # validation pairs: their own seed, and synthetic clips of their own (benchmark folders are shared: pass
+        # a separate split through ``sequences`` to hold sequences out)
+        val_sources = open_sources(cfg.got10k, cfg.lasot, cfg.synthetic_clips, syn, cfg.data_seed + 1_000_000_007,
+                                   cfg.sequences)
+        val = SOTPairDataset(val_sources, sizes, cfg.val_pairs, pairs, seed=cfg.data_seed + 1_000_000_007)
     return train, val
 
 
