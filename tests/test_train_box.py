@@ -279,6 +279,12 @@ def test_loss_falls_and_checkpoint_loads_and_tracks(tmp_path):
         video[t, 20:40, 10 + 3 * t:30 + 3 * t] = 220
     out = tracker.track(video, init_box=(10.0, 20.0, 30.0, 40.0))
     assert np.asarray(out.boxes).shape == (5, 4) and np.isfinite(np.asarray(out.boxes)).all()
+    # --init continues from the saved folder
+    cont = BoxRecipe(_box_cfg(tmp_path / "cont", preset=None, init=str(result.checkpoint))).build_tracker()
+    ref = tracker.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in cont.model.state_dict().items())
+    with pytest.raises(ValueError, match="do not combine"):
+        BoxRecipe(_box_cfg(tmp_path / "cont", init=str(result.checkpoint))).build_tracker()
 
 
 def test_resume_is_bit_identical_across_the_lr_drop(tmp_path):
@@ -293,6 +299,8 @@ def test_resume_is_bit_identical_across_the_lr_drop(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lrs = _metric(tmp_path / "full", "lr_factor")
     assert lrs == [1.0, 1.0, 1.0, 1.0, 0.1, 0.1]
+    # the logged learning rate is the one used (decoder group), the drop included
+    np.testing.assert_allclose(_metric(tmp_path / "full", "lr"), [3e-3] * 4 + [3e-4] * 2, rtol=1e-9)
     # the encoder really trained at its own rate (AdamW's first step moves every weight by about lr)
     c = load_file(str(tmp_path / "full" / "checkpoint-3" / "model.safetensors"))
     assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("backbone."))

@@ -109,6 +109,15 @@ def test_only_adapters_head_and_embeddings_train_and_merge_matches(tmp_path):
     out = tracker.track(video, init_box=(10.0, 20.0, 30.0, 40.0))
     assert np.asarray(out.boxes).shape == (5, 4) and np.isfinite(np.asarray(out.boxes)).all()
 
+    # --init continues from the merged folder with fresh adapters (B = 0): the same function, adapters trainable
+    cont = LoRARecipe(_cfg(tmp_path / "cont", preset=None, init=str(result.checkpoint))).build_tracker().model
+    assert cont.has_lora and cont.config.lora_rank == 8
+    with torch.no_grad():
+        again = cont.eval()(z, x, mask)
+    torch.testing.assert_close(again["score_map"], un["score_map"], atol=1e-5, rtol=1e-5)
+    assert all(p.requires_grad == (".lora." in n or n == "token_type_embed" or n.startswith("head."))
+               for n, p in cont.named_parameters())
+
 
 def _dinov2_file(path: Path, seed: int = 11) -> dict:
     """A tiny DINOv2-layout backbone (fused qkv, class token in front of the position grid) from a random LoRAT."""

@@ -98,7 +98,9 @@ class StepLRDrop:
     It is applied by a global optimizer step pre-hook (``torch.optim.optimizer.register_optimizer_step_pre_hook``)
     that acts only on the optimizer owning this recipe's parameters and sets every group's ``lr`` to its
     ``initial_lr`` (the group's peak, recorded by the scheduler) times the factor of the step being taken. The
-    recipe tells it the step from its ``loss`` call. Resume-safe: nothing but the step is state.
+    recipe tells it the step from its ``loss`` call (:meth:`set_step`), which also applies the factor at once once
+    the optimizer is known (so the engine logs the learning rate actually used). Resume-safe: nothing but the step
+    is state.
     """
 
     def __init__(self, first_param: Tensor, warmup: int, max_steps: int, min_ratio: float, drop_at: float,
@@ -108,6 +110,7 @@ class StepLRDrop:
         self.drop_factor = drop_factor
         self.step = 0
         self._param = weakref.ref(first_param)
+        self._optimizer: Optional[Any] = None
         me = weakref.ref(self)
 
         def hook(optimizer, args, kwargs):  # noqa: ANN001 - torch's hook signature
@@ -123,11 +126,19 @@ class StepLRDrop:
         f = lr_factor(step, self.warmup, self.max_steps, self.min_ratio)
         return f * (self.drop_factor if step >= self.drop_step else 1.0)
 
+    def set_step(self, step: int) -> None:
+        """The step about to be taken; applied to the optimizer right away when it is already known."""
+        self.step = int(step)
+        optimizer = self._optimizer() if self._optimizer is not None else None
+        if optimizer is not None:
+            self._apply(optimizer)
+
     def _apply(self, optimizer: torch.optim.Optimizer) -> None:
         param = self._param()
         groups = optimizer.param_groups
         if param is None or not groups or not groups[0]["params"] or groups[0]["params"][0] is not param:
             return
+        self._optimizer = weakref.ref(optimizer)
         f = self.factor(self.step)
         for g in groups:
             g["lr"] = g.get("initial_lr", g["lr"]) * f
@@ -335,9 +346,9 @@ class BoxRecipe(Recipe):
         cfg: BoxConfig = self.config
         overrides = cfg.model_overrides()
         if cfg.init:
-            tracker = BoxTracker.from_pretrained(cfg.init)
             if overrides:
                 raise ValueError("--init loads a saved architecture; do not combine it with --preset / --model")
+            tracker = BoxTracker.from_pretrained(cfg.init)
         else:
             tracker = BoxTracker.from_config(cfg.model_name, **overrides)
         if cfg.init_encoder:
@@ -424,7 +435,7 @@ class BoxRecipe(Recipe):
 
     def loss(self, model: nn.Module, batch: Dict[str, Tensor], ctx: StepContext) -> Tuple[Tensor, Dict[str, float]]:
         if self._schedule is not None:
-            self._schedule.step = ctx.step
+            self._schedule.set_step(ctx.step)
         parts, out = self._forward_losses(model, batch, ctx)
         metrics = {f"loss_{k}": float(v.detach().mean()) for k, v in parts.items() if k != "total"}
         metrics["keep_ratio"] = self.keep_ratio(ctx.step)
