@@ -151,6 +151,9 @@ def test_model_overrides_precedence(tmp_path):
     assert o["hidden_size"] == 64 and o["model_resolution"] == (96, 128)  # shortcuts beat both
     assert o["latent_dim"] == MODEL_PRESETS["small"]["latent_dim"]  # preset beats the registry architecture
     assert cfg.lr == 1e-4 and PointConfig().lr == 5e-4 and PointConfig().weight_decay == 1e-5
+    # a command-line model mapping is merged key by key into the YAML one
+    merged = resolve_config(PointConfig, load_yaml(tmp_path / "m.yaml"), {"model": {"mlp_ratio": 2.0, "depth": 1}})
+    assert merged.model == {"depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
     with pytest.raises(ValueError, match="unknown preset"):
         PointConfig(preset="huge")
 
