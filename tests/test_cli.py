@@ -18,8 +18,8 @@ H, W, T = 48, 64, 8
 
 # Smallest CoTracker3 / LoRAT architectures that still exercise every part of the network.
 TINY_COTRACKER = dict(window_len=8, latent_dim=16, hidden_size=32, num_heads=2, depth=1, num_virtual_tracks=4,
-                      corr_levels=2, corr_radius=1, corr_hidden=32, corr_out=16, model_resolution=(48, 64), iters=1,
-                      support_grid_size=2)
+                      corr_levels=2, corr_radius=1, corr_hidden=32, corr_out=16, model_resolution=(48, 64))
+POINT_SETTINGS = dict(iters=1, support_grid_size=2)
 TINY_LORAT = dict(embed_dim=32, depth=1, num_heads=2, ffn_hidden=64, template_size=28, search_size=56,
                   backbone_grid=4)
 
@@ -44,16 +44,16 @@ def tiny_video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_point_model(tmp_path_factory):
-    from trackers.point_tracker import PointTracker
+    from trackers import PointTracker
 
     d = tmp_path_factory.mktemp("models") / "tiny-cotracker"
-    PointTracker.from_config(seed=0, **TINY_COTRACKER).save_pretrained(d)
+    PointTracker.from_config(seed=0, settings=POINT_SETTINGS, **TINY_COTRACKER).save_pretrained(d)
     return str(d)
 
 
 @pytest.fixture(scope="module")
 def tiny_box_model(tmp_path_factory):
-    from trackers.lorat_tracker import LoRATracker
+    from trackers import LoRATracker
 
     d = tmp_path_factory.mktemp("models") / "tiny-lorat"
     LoRATracker.from_config(seed=0, **TINY_LORAT).save_pretrained(d)
@@ -75,11 +75,14 @@ def test_python_m_trackers_list():
     r = _run("list")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert out.splitlines()[0].split()[:4] == ["name", "tracker", "license", "description"]
+    assert out.splitlines()[0].split()[:4] == ["name", "tracker", "license", "weights"]
     for name in ("cotracker3-offline", "cotracker3-online"):
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
-        assert "PointTracker" in line and "CC-BY-NC-4.0" in line
-    assert "LoRATracker" in out
+        assert "PointTracker" in line and "CC-BY-NC-4.0 (non-commercial use only)" in line
+        assert "hf.co/facebook/cotracker3/scaled_" in line
+    lorat = next(ln for ln in out.splitlines() if ln.startswith("lorat-b-224 "))
+    assert "manual download of base.bin" in lorat and "LoRATracker" in lorat
+    assert "BoxTracker" in out and "no released weights" in out
 
 
 def test_subprocess_errors_are_one_line(tmp_path):
@@ -238,13 +241,13 @@ def test_demo_untrained_says_so(tiny_point_model, tmp_path, capsys, monkeypatch)
 
     def tiny_load(name, pretrained=True, **kw):
         assert name == "cotracker3-offline"
-        from trackers.point_tracker import PointTracker
+        from trackers import PointTracker
 
         if pretrained:
-            from trackers.hub import WeightsNotAvailableError
+            from trackers.registry import WeightsNotAvailableError
 
             raise WeightsNotAvailableError("weights file 'scaled_offline.pth' is not cached (test)")
-        return PointTracker.from_config(seed=0, device=kw.get("device"), **TINY_COTRACKER)
+        return PointTracker.from_config(seed=0, device=kw.get("device"), settings=POINT_SETTINGS, **TINY_COTRACKER)
 
     monkeypatch.setattr(base, "load_tracker", tiny_load)
     rc = cli.main(["demo", "--out", str(out), "--max-frames", "6", "--grid", "3", "--resize", "96",

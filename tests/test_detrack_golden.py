@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _golden_weights import OSTRACK_LEAF_RECIPES, synthetic_state_dict
+from golden_weights import OSTRACK_LEAVES, synth_state_dict
 
 from trackers.models.detrack import DETRack, DETRackConfig
 from trackers.models.detrack.convert import load_encoder_checkpoint
@@ -36,7 +36,7 @@ def golden():
 
 @pytest.fixture(scope="module")
 def ostrack_sd():
-    return synthetic_state_dict(DATA / "ostrack_vitb_256_mae_ce_layout_synth.tsv", 0, OSTRACK_LEAF_RECIPES)
+    return synth_state_dict(DATA / "ostrack_vitb_256_mae_ce_layout_synth.tsv", 0, OSTRACK_LEAVES)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,36 @@ def test_one_entry_per_registry_name():
 
 
 def test_torch_hub_local_load_random_weights():
-    tracker = torch.hub.load(str(REPO_ROOT), "cotracker3_online", source="local", pretrained=False)
+    model = torch.hub.load(str(REPO_ROOT), "cotracker3_online", source="local", pretrained=False)
+    tracker = model.tracker
     assert type(tracker).__name__ == "PointTracker"
     assert tracker.name == "cotracker3-online"
-    n_params = sum(p.numel() for p in tracker.model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())
     assert n_params == 25_385_700  # the official parameter count
+
+
+def test_cotracker_call_signature_matches_the_official_predictor(golden_dir, tmp_path):
+    """``model(video, queries=...)`` / ``model(video, grid_size=..., backward_tracking=True)`` as co-tracker's
+    hub predictor, on its golden outputs (synthetic weights)."""
+    import numpy as np
+    from golden_weights import synth_state_dict
+
+    from trackers.point.cotracker_compat import CoTrackerCompat
+
+    torch.save(synth_state_dict(golden_dir / "cotracker3" / "state_dict_offline.tsv"), tmp_path / "w.pth")
+    model = CoTrackerCompat(trackers.PointTracker.from_pretrained("cotracker3-offline", checkpoint=tmp_path / "w.pth"))
+    d = np.load(golden_dir / "cotracker3" / "golden_offline_predictor_queries.npz")
+    video = torch.from_numpy(d["video"]).float()
+    tracks, vis = model(video, queries=torch.from_numpy(d["queries"]))
+    assert tracks.shape == d["tracks"].shape and vis.dtype == torch.bool
+    assert float((tracks - torch.from_numpy(d["tracks"])).abs().max()) < 1e-3
+    agree = (vis == torch.from_numpy(d["visibility"])).float().mean()
+    assert agree > 0.99
+    d = np.load(golden_dir / "cotracker3" / "golden_offline_predictor_grid_bwd.npz")
+    tracks, vis = model(video, grid_size=5, grid_query_frame=12, backward_tracking=True)
+    assert float((tracks - torch.from_numpy(d["tracks"])).abs().max()) < 1e-3
+    with pytest.raises(ValueError, match="B, T, 3, H, W"):
+        model(video[0], grid_size=2)
 
 
 def test_torch_hub_pretrained_offline_error_names_the_file(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""LoRAT-B-224 parity with the official code (goldens in ../shared/golden/lorat, synthetic weights, seed 0).
+"""LoRAT-B-224 parity with the official code (goldens in tests/data/lorat, synthetic weights, seed 0).
 
 Weights are written to disk the way the official project ships them (a DINOv2 ``.pth`` plus a safetensors release
 file named ``.bin``, or a merged inference state dict) and loaded through the public ``from_pretrained`` path.
@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from golden_weights import synth_state_dict
 
 import trackers
 from trackers.nn.lora import LoRAAdapter, LoRALinear, SplitLoRALinear
@@ -25,8 +27,8 @@ def lorat_dir(golden_dir):
 
 
 @pytest.fixture(scope="module")
-def synth(golden_module):
-    return golden_module("synth_state_dict").synth_state_dict
+def synth():
+    return synth_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +166,16 @@ def test_tracking_run_matches_official(lorat_dir, synth, variant, tmp_path):
     video, init_box = ref["video"], ref["init_box_xyxy"]
     # Template side: mean colour, adjusted crop transform, normalised crop and foreground mask.
     session = tracker.stream(video[0], init_box)
-    st = session.state
+    st = session.targets[0]
     assert _maxdiff(st.fill, ref["template_image_mean"]) < 1e-3
     assert _maxdiff(st.template_transform.as_array(), ref["template_crop_params"]) < 1e-6
-    assert torch.equal(st.extra["template_mask"], torch.from_numpy(ref["z_feat_mask"]))
-    from trackers.sot import init_stream, search_crop
+    assert torch.equal(st.template_mask, torch.from_numpy(ref["z_feat_mask"]))
+    from trackers.box.pipeline import init_stream, search_crop
 
-    _, z, _ = init_stream(torch.from_numpy(video[0]).permute(2, 0, 1).float(), init_box, tracker.settings)
+    sizes = tracker.crop_sizes
+    _, z = init_stream(torch.from_numpy(video[0]).permute(2, 0, 1).float(), init_box, tracker.settings, sizes)
     assert _maxdiff(z, ref["template_curated"]) < 1e-4
-    x1, tf1 = search_crop(torch.from_numpy(video[1]).permute(2, 0, 1).float(), st, tracker.settings)
+    x1, tf1 = search_crop(torch.from_numpy(video[1]).permute(2, 0, 1).float(), st, tracker.settings, sizes)
     assert _maxdiff(x1, ref[f"search_input_f1_{variant}"]) < 1e-4
     assert _maxdiff(tf1.as_array(), ref[f"search_crop_params_{variant}"][0]) < 1e-6
 
@@ -184,6 +187,7 @@ def test_tracking_run_matches_official(lorat_dir, synth, variant, tmp_path):
 
     # The streaming session reproduces the same run frame by frame.
     for t in range(1, 4):
-        box, score = session.step(video[t])
-        assert _maxdiff(box, ref[f"boxes_xyxy_{variant}"][t - 1]) < BOX_TOL_PX
-        assert abs(score - float(ref[f"confidence_{variant}"][t - 1])) < FWD_TOL
+        step = session.step(video[t])
+        assert step.start_frame == t and step.boxes.shape == (1, 4)
+        assert _maxdiff(step.boxes[0], ref[f"boxes_xyxy_{variant}"][t - 1]) < BOX_TOL_PX
+        assert abs(float(step.scores[0]) - float(ref[f"confidence_{variant}"][t - 1])) < FWD_TOL

@@ -8,13 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trackers.models.lorat import (
-    LORAT_VARIANTS,
-    LoRAT,
-    LoRATConfig,
-    convert_official_checkpoint,
-    lorat_variant_config,
-)
+import trackers
+from trackers.models.lorat import LoRAT, LoRATConfig, convert_official_checkpoint
 from trackers.nn.lora import (
     LoRALinear,
     SplitLoRALinear,
@@ -26,9 +21,13 @@ from trackers.nn.lora import (
     merge_weight,
     split_lora_state_dict,
 )
-from trackers.nn.vit import VIT_SPECS, Block, SwiGLUFFN, VisionTransformer, ViTSpec, swiglu_hidden_dim
+from trackers.nn.vit import Block, SwiGLUFFN, VisionTransformer, ViTSpec, swiglu_hidden_dim
+from _helpers import TINY_LORAT as TINY
 
-TINY = dict(embed_dim=32, depth=2, num_heads=2, ffn_hidden=64, template_size=28, search_size=56)
+
+def lorat_variant_config(variant: str, **overrides) -> LoRATConfig:
+    """The network config of a registry entry (the registry is the only table of variants)."""
+    return LoRATConfig(**{**trackers.get_entry(f"lorat-{variant}").config, **overrides})
 
 
 def _tiny(**kw) -> LoRATConfig:
@@ -136,7 +135,7 @@ def test_state_dict_merge_equals_module_merge():
 # ---------------------------------------------------------------------------------------------- ViT
 
 def test_swiglu_block_and_dinov2_giant_width():
-    assert swiglu_hidden_dim(1536) == 4096 and VIT_SPECS["g"].hidden() == 4096
+    assert swiglu_hidden_dim(1536) == 4096 and ViTSpec(1536, 40, 24, ffn="swiglu").hidden() == 4096
     ffn = SwiGLUFFN(16, 24)
     x = torch.randn(2, 5, 16)
     x1, x2 = ffn.w12(x).chunk(2, dim=-1)
@@ -196,13 +195,14 @@ def test_variant_parameter_counts(variant, millions):
 
 
 def test_variant_table_and_errors():
-    assert set(LORAT_VARIANTS) == {"b-224", "b-378", "l-224", "l-378", "g-224", "g-378"}
-    cfg = lorat_variant_config("lorat-g-378")
-    assert (cfg.ffn, cfg.search_size, cfg.template_size, cfg.search_factor) == ("swiglu", 378, 196, 5.0)
-    with pytest.raises(ValueError, match="variant"):
-        lorat_variant_config("x-224")
+    cfg = lorat_variant_config("g-378")
+    assert (cfg.ffn, cfg.search_size, cfg.template_size) == ("swiglu", 378, 196)
+    assert trackers.get_entry("lorat-g-378").settings == {"search_factor": 5.0}
     with pytest.raises(ValueError, match="multiple of patch_size"):
         LoRATConfig(search_size=225)
+    for bad in (dict(patch_size=0), dict(embed_dim=-32), dict(num_heads=5), dict(depth="2")):
+        with pytest.raises(ValueError):
+            LoRATConfig(**bad)
 
 
 def test_template_uses_top_left_crop_of_search_grid_and_type_embeddings():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import trackers.ops as ops
+from _helpers import TINY_COTRACKER
 
 try:
     import triton  # noqa: F401
@@ -21,8 +22,7 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (see conftest)"),
 ]
 
-TINY = dict(model_resolution=(32, 48), latent_dim=16, hidden_size=32, num_heads=2, depth=1, num_virtual_tracks=4,
-            corr_hidden=16, corr_out=8, iters=2, support_grid_size=2, window_len=12)
+TINY = {k: v for k, v in TINY_COTRACKER.items() if k != "corr_radius"}
 
 
 def _video(T=6, H=24, W=40, seed=0):
@@ -33,9 +33,9 @@ def _video(T=6, H=24, W=40, seed=0):
 
 @pytest.mark.parametrize("radius", [1, 3])
 def test_cotracker3_identical_with_either_corr4d_backend(monkeypatch, radius):
-    from trackers.point_tracker import PointTracker
+    from trackers import PointTracker
 
-    tracker = PointTracker.from_config(dict(TINY, corr_radius=radius), seed=0)
+    tracker = PointTracker.from_config(dict(TINY, corr_radius=radius), seed=0, settings=dict(iters=2, support_grid_size=2))
     with torch.no_grad():
         tracker.model.updateformer.flow_head.weight.mul_(0.05)  # keep random-weight tracks near the texture
     queries = [[0, 10.0, 8.0], [2, 30.5, 12.25], [5, 39.0, 0.0]]

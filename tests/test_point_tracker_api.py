@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import skip_or_fail_missing_golden
 import torch
+from _helpers import TINY_COTRACKER as TINY
 
+from trackers import PointTracker
 from trackers.models import cotracker3 as ct
 from trackers.models.cotracker3 import CoTracker3, CoTrackerConfig, convert_official_checkpoint
-from trackers.point_tracker import PointTracker
 
-TINY = dict(model_resolution=(32, 48), latent_dim=16, hidden_size=32, num_heads=2, depth=1, num_virtual_tracks=4,
-            corr_radius=1, corr_hidden=16, corr_out=8, iters=2, support_grid_size=2)
+SETTINGS = dict(iters=2, support_grid_size=2)
 
 
 def _tiny(online: bool, seed: int = 0) -> PointTracker:
-    tracker = PointTracker.from_config(dict(TINY, online=online, window_len=8 if online else 12), seed=seed)
+    tracker = PointTracker.from_config(dict(TINY, online=online, window_len=8 if online else 12), seed=seed,
+                                       settings=SETTINGS)
     # default init moves points by tens of pixels per step; damp the update so the tracks stay meaningful
     with torch.no_grad():
         tracker.model.updateformer.flow_head.weight.mul_(0.05)
@@ -57,6 +57,10 @@ QUERIES = [[0, 10.0, 8.0], [3, 30.5, 12.25], [7, 0.0, 0.0], [9, 39.0, 23.0]]
     (dict(grid_size=3, segm_mask=np.ones((10, 10))), "segm_mask"),
     (dict(grid_size=3, segm_mask=np.zeros((24, 40))), "none of the grid"),
     (dict(grid_size=3, grid_query_frame=10), "grid_query_frame"),
+    (dict(grid_size=2, iters=0), "iters"),
+    (dict(grid_size=2, iters=-3), "iters"),
+    (dict(grid_size=2, iters=2.5), "iters"),
+    (dict(grid_size=100_000), "grid_size"),
 ])
 def test_bad_input_raises(offline, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -151,23 +155,33 @@ def test_stream_any_chunking_equals_track(online):
     for chunks in ([1] * 21, [5, 3, 9, 4], [21]):
         session = online.stream(QUERIES)
         a = 0
+        latest = torch.full((21, 4, 2), float("nan"))
         for n in chunks:
-            session.step(v[a:a + n])
+            step = session.step(v[a:a + n])
+            # each step returns the frames it produced or revised; overwriting with them rebuilds the history
+            latest[step.start_frame:step.start_frame + step.num_frames] = step.tracks
             a += n
+        assert torch.allclose(latest[:session.results().num_frames], session.results().tracks,
+                              equal_nan=True)
         out = session.close()
         assert torch.allclose(out.tracks, ref.tracks, atol=1e-4), chunks
         assert torch.allclose(out.visibility, ref.visibility, atol=1e-5)
         assert torch.equal(out.visible, (out.visibility * out.confidence) > 0.6)
 
 
-def test_stream_results_grow_window_by_window(online):
+def test_stream_steps_return_the_frames_they_produced(online):
     session = online.stream(grid_size=2)
-    sizes = [session.step(f).num_frames for f in _video(T=13)]
-    # window 8, step 4: the first window needs 8 frames, then one more every 4 frames
-    assert sizes == [0] * 7 + [8, 8, 8, 8, 12, 12]
+    steps = [session.step(f) for f in _video(T=13)]
+    # window 8, step 4: the first window needs 8 frames (0-7), the next runs at frame 12 and revises frames 4-11
+    assert [s.num_frames for s in steps] == [0] * 7 + [8, 0, 0, 0, 8, 0]
+    assert steps[7].start_frame == 0 and steps[11].start_frame == 4 and steps[12].start_frame == 12
+    assert session.results().num_frames == 12 and session.frame_index == 13
     assert session.close().num_frames == 13
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(RuntimeError, match="closed"):
         session.step(_video(T=1))
+    with online.stream(grid_size=2) as s2:
+        s2.step(_video(T=5))
+    assert s2.closed and s2.results().num_frames == 5
 
 
 @pytest.mark.parametrize("T", [1, 3, 6])
@@ -178,7 +192,7 @@ def test_online_short_videos_are_tracked(online, T):
     assert torch.isfinite(res.tracks).all() and (res.tracks.abs().sum() > 0)
     with torch.inference_mode():
         video = torch.from_numpy(v).permute(0, 3, 1, 2)[None].float()
-        raw, _, _ = online.model(video, torch.tensor([[[0, 10.0, 8.0], [0, 30.0, 20.0]]]))
+        raw, _, _ = online.model(video, torch.tensor([[[0, 10.0, 8.0], [0, 30.0, 20.0]]]), online.settings.iters)
     assert torch.allclose(res.tracks, raw[0], atol=1e-4)
 
 
@@ -204,7 +218,8 @@ def test_add_and_remove_queries(online):
         session.add_queries([[3, 5.0, 5.0]])
     new = session.add_queries([[9, 30.0, 12.0]])
     assert new == [2] and session.ids == [0, 1, 2]
-    res = session.step(v[12:16])
+    session.step(v[12:16])
+    res = session.results()
     assert res.tracks.shape == (16, 3, 2)
     assert torch.isnan(res.tracks[:8, 2]).all() and torch.isfinite(res.tracks[8:, 2]).all()
     assert not res.visible[:8, 2].any()
@@ -260,8 +275,6 @@ def test_converter_checks_time_embedding():
 
 def test_state_dict_layout_matches_official(golden_dir):
     tsv = golden_dir / "cotracker3" / "state_dict_online.tsv"
-    if not tsv.exists():
-        skip_or_fail_missing_golden("the cotracker3 golden folder")
     rows = [line.rstrip("\n").split("\t") for line in open(tsv) if line.strip()]
     expected = {k: tuple(int(s) for s in shape.split("x")) for k, shape, _ in rows}
     sd = CoTracker3(CoTrackerConfig(online=True, window_len=16)).state_dict()
@@ -279,6 +292,38 @@ def test_offline_any_length(offline, T):
 def test_save_and_reload(online, tmp_path):
     online.save_pretrained(tmp_path / "tiny")
     again = PointTracker.from_pretrained(tmp_path / "tiny")
-    assert again.config == online.config and again.online
+    assert again.config == online.config and again.online and again.settings == online.settings
     v = _video(T=9)
     assert torch.equal(again.track(v, QUERIES[:2]).tracks, online.track(v, QUERIES[:2]).tracks)
+
+
+def test_settings_are_stored_and_overridable(online, tmp_path):
+    online.save_pretrained(tmp_path / "tiny")
+    assert PointTracker.from_pretrained(tmp_path / "tiny").settings.iters == 2
+    four = PointTracker.from_pretrained(tmp_path / "tiny", iters=4, online_threshold=0.5)
+    assert four.settings.iters == 4 and four.settings.online_threshold == 0.5
+    v = _video(T=9)
+    assert not torch.equal(four.track(v, QUERIES[:2]).tracks, online.track(v, QUERIES[:2]).tracks)
+    assert torch.equal(four.track(v, QUERIES[:2], iters=2).tracks, online.track(v, QUERIES[:2]).tracks)
+    with pytest.raises(ValueError, match="iters"):
+        PointTracker.from_pretrained(tmp_path / "tiny", iters=0)
+    with pytest.raises(ValueError, match="unknown PointSettings field"):
+        PointTracker.from_pretrained(tmp_path / "tiny", itres=4)
+
+
+def test_old_folders_with_settings_in_the_config_still_load(online, tmp_path):
+    """Folders saved before settings were split from the config carry ``iters`` inside ``config``."""
+    import json
+
+    folder = online.save_pretrained(tmp_path / "old")
+    doc = json.loads((folder / "config.json").read_text())
+    doc["config"].update(doc.pop("settings"))
+    (folder / "config.json").write_text(json.dumps(doc))
+    old = PointTracker.from_pretrained(folder)
+    assert old.config == online.config and old.settings == online.settings
+
+
+def test_a_grid_too_large_for_memory_is_refused_before_allocating():
+    full = PointTracker.from_config(seed=0)  # hidden 384: 400x400 points over 24 frames would need ~130 GiB
+    with pytest.raises(ValueError, match="GiB of working memory"):
+        full.track(np.zeros((24, 48, 64, 3), np.uint8), grid_size=400)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trackers.results import BoxTracks, PointTracks
-from trackers.video import as_frame, as_video, as_video_batch
+from trackers.video import as_frame, as_video
 
 
 def _points(batched: bool = False) -> PointTracks:
@@ -88,10 +88,7 @@ def test_as_video_layouts_agree():
     c = as_video(thwc.astype(np.float64))
     assert a.shape == (4, 3, 6, 8) and a.dtype == torch.float32
     assert torch.equal(a, b) and torch.equal(a, c)
-    batch, batched = as_video_batch(np.stack([thwc, thwc]))
-    assert batched and batch.shape == (2, 4, 3, 6, 8)
-    single, batched = as_video_batch(thwc)
-    assert not batched and single.shape == (1, 4, 3, 6, 8)
+    assert torch.equal(as_video(list(thwc)), a)
     assert as_frame(thwc[0]).shape == (3, 6, 8)
 
 
@@ -105,6 +102,14 @@ def test_as_video_layouts_agree():
         (np.full((2, 6, 8, 3), np.nan, np.float32), "non-finite"),
         (np.zeros((2, 6, 8, 3), bool), "dtype bool"),
         ("not a video object".split(), "numpy array, a torch tensor"),
+        ("clip.mp4", "read it with trackers.io.read_video"),
+        ([np.zeros((6, 8, 3), np.uint8), np.zeros((6, 9, 3), np.uint8)], r"same size.*\(6, 8, 3\).*\(6, 9, 3\)"),
+        (np.full((2, 6, 8, 3), 300, np.int32), "integer values"),
+        (np.full((2, 6, 8, 3), 4000, np.uint16), "16-bit"),
+        (np.full((2, 6, 8, 3), -1.8, np.float32), "normalised"),
+        (np.full((2, 6, 8, 3), 0.5, np.float32), r"not \[0, 1\]"),
+        (np.full((2, 6, 8, 3), 1e4, np.float32), "up to"),
+        (np.array([["a"]]), "numpy dtype <U1"),
     ],
 )
 def test_as_video_rejects_bad_input(bad, match):
@@ -117,3 +122,44 @@ def test_as_frame_rejects_bad_input():
         as_frame(np.zeros((1, 4, 4, 3)))
     with pytest.raises(ValueError, match="3 RGB channels"):
         as_frame(np.zeros((4, 4, 2)))
+
+
+def test_value_range_accepts_what_is_legal():
+    assert as_video(np.full((2, 4, 4, 3), 200, np.int64)).max() == 200  # python ints, in range
+    assert as_video(np.full((2, 4, 4, 3), 40000, np.uint16) // 257).max() == 155
+    assert as_video(np.zeros((2, 4, 4, 3), np.float32)).sum() == 0  # a black float clip is fine
+    assert as_video(np.full((2, 4, 4, 3), 255.4, np.float32)).max() > 255  # resampling overshoot
+    assert as_frame(np.full((4, 4, 3), 0.5, np.float32)).max() == 0.5  # one dark frame is not judged
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"not an npz at all", b"\x00" * 100])
+def test_results_load_rejects_bad_files(tmp_path, content):
+    p = tmp_path / "r.npz"
+    p.write_bytes(content)
+    for cls in (PointTracks, BoxTracks):
+        with pytest.raises(ValueError, match="r.npz"):
+            cls.load(p)
+
+
+def test_results_load_rejects_a_truncated_save(tmp_path):
+    r = BoxTracks(boxes=torch.zeros(50, 4), scores=torch.ones(50), image_size=(10, 10))
+    r.save(tmp_path / "ok.npz")
+    data = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.npz"):
+        BoxTracks.load(tmp_path / "cut.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="other.npz"):
+        BoxTracks.load(tmp_path / "other.npz")
+
+
+def test_resized_results_use_the_pixel_conventions():
+    p = PointTracks(tracks=torch.tensor([[[0.0, 0.0], [9.0, 4.0]]]), visibility=torch.ones(1, 2),
+                    visible=torch.ones(1, 2, dtype=torch.bool), queries=torch.tensor([[0, 0.0, 0.0], [0, 9.0, 4.0]]),
+                    image_size=(5, 10))
+    big = p.resized((10, 20))
+    # pixel centres at integers: x' = (x + 0.5) * 2 - 0.5, so 0 -> 0.5 and 9 -> 18.5
+    assert torch.allclose(big.tracks[0], torch.tensor([[0.5, 0.5], [18.5, 8.5]]))
+    assert big.image_size == (10, 20) and torch.allclose(big.queries[:, 1:], big.tracks[0])
+    b = BoxTracks(boxes=torch.tensor([[0.0, 0.0, 10.0, 5.0]]), scores=torch.ones(1), image_size=(5, 10))
+    assert torch.equal(b.resized((10, 20)).boxes, torch.tensor([[0.0, 0.0, 20.0, 10.0]]))

@@ -7,8 +7,9 @@ Quick start::
     result = tracker.track("video.mp4", grid_size=10)      # PointTracks in input pixels
     trackers.list_models()
 
-Frame, point and box conventions are documented once, in :mod:`trackers.video`.
-Heavy submodules are imported on first use, so ``import trackers`` stays cheap and never needs a GPU or Triton.
+Frame, point and box conventions are documented once, in :mod:`trackers.video`; the loading and streaming
+contract shared by every tracker in :mod:`trackers.base`. Heavy submodules are imported on first use, so
+``import trackers`` stays cheap and never needs a GPU or Triton.
 """
 from __future__ import annotations
 
@@ -17,20 +18,25 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Public names -> defining module (imported on first access).
 _LAZY = {
-    "PointTracker": "trackers.point_tracker",
-    "PointStream": "trackers.point_tracker",
-    "LoRATracker": "trackers.lorat_tracker",
-    "LoRATStream": "trackers.lorat_tracker",
+    "PointTracker": "trackers.point.tracker",
+    "PointStream": "trackers.point.tracker",
+    "PointSettings": "trackers.point.tracker",
+    "LoRATracker": "trackers.box.lorat",
+    "BoxTracker": "trackers.box.detrack",
+    "SOTTracker": "trackers.box.tracker",
+    "BoxStream": "trackers.box.tracker",
+    "SOTSettings": "trackers.box.pipeline",
     "Tracker": "trackers.base",
     "load_tracker": "trackers.base",
     "PointTracks": "trackers.results",
     "BoxTracks": "trackers.results",
-    "list_models": "trackers.hub",
-    "get_entry": "trackers.hub",
-    "WeightsNotAvailableError": "trackers.hub",
+    "list_models": "trackers.registry",
+    "get_entry": "trackers.registry",
+    "WeightsNotAvailableError": "trackers.registry",
 }
-_SUBMODULES = {"io", "viz", "ops", "hub", "video", "results", "models", "nn", "sot", "zoo", "base", "cli"}
+_SUBMODULES = {"io", "viz", "ops", "registry", "video", "results", "geometry", "models", "nn", "point", "box"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

@@ -20,9 +20,8 @@ original video, whatever ``--resize`` says; ``--out`` is written at the processi
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -152,23 +151,15 @@ def _check_device(device: Optional[str]) -> Optional[str]:
     return device
 
 
-_DTYPES = ("bf16", "fp16", "fp32")  # short names that trackers.base resolves
+_DTYPES = ("bf16", "fp16", "fp32", "auto")  # short names that trackers.base resolves
 
 
-def _tracker_name_of(model: str) -> Optional[str]:
-    """The tracker class name for a registry name or a local saved folder, without loading weights."""
-    from trackers import hub
+def _task_of(model: str) -> Tuple[str, str]:
+    """``(task, tracker class name)`` of a model name or path, without loading weights."""
+    from trackers.base import tracker_class_of
 
-    p = Path(model)
-    if p.is_dir() and (p / hub.CONFIG_NAME).is_file():
-        try:
-            with open(p / hub.CONFIG_NAME) as fh:
-                return json.load(fh).get("tracker")
-        except (OSError, ValueError):
-            return None
-    if p.exists() or model.startswith(hub.HF_PREFIX):
-        return None  # known only after loading
-    return hub.get_entry(model).tracker_name  # ValueError with suggestions when unknown
+    cls = tracker_class_of(model)
+    return cls.task, cls.__name__
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -192,19 +183,6 @@ def _read_frames(path: str, *, resize, max_frames: Optional[int], total: int, sh
             frames.append(f)
             bar.update(1)
     return np.stack(frames)
-
-
-def _scale_points_back(result, sx: float, sy: float, size: Tuple[int, int]):
-    """Map point tracks computed on a resized clip to original-video pixels (pixel centres map to centres)."""
-    if sx == 1.0 and sy == 1.0:
-        return result
-    tr = result.tracks.clone()
-    tr[..., 0] = (tr[..., 0] + 0.5) * sx - 0.5
-    tr[..., 1] = (tr[..., 1] + 0.5) * sy - 0.5
-    q = result.queries.clone()
-    q[..., 1] = (q[..., 1] + 0.5) * sx - 0.5
-    q[..., 2] = (q[..., 2] + 0.5) * sy - 0.5
-    return dataclasses.replace(result, tracks=tr, queries=q, image_size=tuple(size))
 
 
 def _save_result(result, path: str) -> str:
@@ -234,64 +212,26 @@ def _load_tracker(model: str, *, checkpoint: Optional[str], device: Optional[str
     return load_tracker(model, **kwargs)
 
 
-def _is_point_tracker(tracker) -> bool:
-    return type(tracker).__name__ == "PointTracker" or (hasattr(tracker, "track") and "queries" in _params(tracker.track))
-
-
-def _params(fn) -> Sequence[str]:
-    import inspect
-
-    try:
-        return list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return []
-
-
 def _run_points(tracker, frames, *, queries, grid: int, show: bool):
-    """Track points on a whole clip; the progress display depends on what ``track`` offers."""
+    """Track points on a whole clip (one call; the bar shows that it is running)."""
     import torch
 
-    kwargs: dict = {}
-    if queries is not None:
-        kwargs["queries"] = torch.as_tensor(queries)
-    else:
-        kwargs["grid_size"] = grid
-    params = _params(tracker.track)
-    if "progress" in params:
-        kwargs["progress"] = show
-    with _progress(show and "progress" not in params, total=1, desc="tracking", unit="clip", leave=False) as bar:
-        with torch.inference_mode():
-            result = tracker.track(frames, **kwargs)
+    kwargs: dict = {"queries": torch.as_tensor(queries)} if queries is not None else {"grid_size": grid}
+    with _progress(show, total=1, desc="tracking", unit="clip", leave=False) as bar:
+        result = tracker.track(frames, **kwargs)
         bar.update(1)
     return result
 
 
 def _run_box(tracker, frames, box, *, total: int, show: bool):
-    """Track one box through ``frames`` (an iterator of ``(H, W, 3)`` uint8 arrays).
-
-    With a streaming session the clip is never held in memory as a whole, so long videos are fine.
-    """
-    import numpy as np
-    import torch
-
-    from trackers.results import BoxTracks
-
-    if not hasattr(tracker, "stream"):
-        with torch.inference_mode():
-            return tracker.track(np.stack(list(frames)), init_box=box)
-    first = next(frames)
-    with torch.inference_mode():
-        session = tracker.stream(first, box)
-        boxes = [torch.as_tensor(session.box).detach().cpu().to(torch.float64).reshape(4)]
-        scores = [1.0]
+    """Track one box through ``frames`` (an iterator of ``(H, W, 3)`` uint8 arrays) with a streaming session,
+    so the clip is never held in memory as a whole."""
+    with tracker.stream(next(frames), box) as session:
         with _progress(show, total=total, initial=1, desc="tracking", unit="frame", leave=False) as bar:
             for frame in frames:
-                b, s = session.step(frame)
-                boxes.append(torch.as_tensor(b).detach().cpu().to(torch.float64).reshape(4))
-                scores.append(float(s))
+                session.step(frame)
                 bar.update(1)
-    h, w = first.shape[:2]
-    return BoxTracks(boxes=torch.stack(boxes), scores=torch.tensor(scores, dtype=torch.float64), image_size=(h, w))
+    return session.results()
 
 
 def _fmt_seconds(s: float) -> str:
@@ -304,6 +244,7 @@ def _fmt_seconds(s: float) -> str:
 def cmd_track(args: argparse.Namespace) -> int:
     import torch
 
+    from trackers.geometry import rescale_boxes, rescale_points
     from trackers.io import iter_frames, resolve_resize, video_info
 
     show = not args.no_progress
@@ -324,20 +265,17 @@ def cmd_track(args: argparse.Namespace) -> int:
         # Checked against the header's frame count before any model is loaded, again after decoding.
         n = info.num_frames if args.max_frames is None else min(info.num_frames, args.max_frames)
         _check_query_frames(queries, n)
-    kind = _tracker_name_of(args.model)
-    if kind is not None:
-        _check_mode(kind, box, queries, args.grid, args.model)
+    task, kind = _task_of(args.model)
+    _check_mode(task, kind, box, queries, args.grid, args.model)
 
     t0 = time.perf_counter()
     tracker = _load_tracker(args.model, checkpoint=args.checkpoint, device=device, dtype=dtype)
-    is_points = _is_point_tracker(tracker)
-    _check_mode("PointTracker" if is_points else type(tracker).__name__, box, queries, args.grid, args.model)
     t_load = time.perf_counter() - t0
 
     # Command-line coordinates are original-video pixels: map them onto the processed frames and back.
     H, W = resolve_resize(resize, info.height, info.width)
-    sx, sy = info.width / W, info.height / H
-    if is_points:
+    original, processed = (info.height, info.width), (H, W)
+    if task == "points":
         # Point models see the whole clip at once.
         total = info.num_frames if args.max_frames is None else min(info.num_frames, args.max_frames)
         frames = _read_frames(args.video, resize=resize, max_frames=args.max_frames, total=total, show=show)
@@ -347,10 +285,9 @@ def cmd_track(args: argparse.Namespace) -> int:
         if queries is not None:
             _check_query_frames(queries, T)
             q = queries.copy()
-            q[:, 1] = (q[:, 1] + 0.5) / sx - 0.5
-            q[:, 2] = (q[:, 2] + 0.5) / sy - 0.5
+            q[:, 1:] = rescale_points(q[:, 1:], original, processed)
         result = _run_points(tracker, frames, queries=q, grid=args.grid or 10, show=show)
-        result = _scale_points_back(result.to("cpu"), sx, sy, (info.height, info.width))
+        result = result.to("cpu").resized(original)
         summary = f"{result.num_points} points"
     else:
         if box is None:
@@ -359,11 +296,8 @@ def cmd_track(args: argparse.Namespace) -> int:
         frames = iter_frames(args.video, resize=resize, max_frames=args.max_frames)
         total = info.num_frames if args.max_frames is None else min(info.num_frames, args.max_frames)
         t1 = time.perf_counter()
-        b = torch.tensor([box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy], dtype=torch.float64)
-        result = _run_box(tracker, frames, b, total=total, show=show)
-        scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
-        result = dataclasses.replace(result, boxes=torch.as_tensor(result.boxes).cpu().to(torch.float64) * scale,
-                                     scores=torch.as_tensor(result.scores).cpu(), image_size=(info.height, info.width))
+        b = rescale_boxes(torch.tensor(box, dtype=torch.float64), original, processed)
+        result = _run_box(tracker, frames, b, total=total, show=show).resized(original)
         T = result.num_frames
         summary = "1 box"
     t_track = time.perf_counter() - t1
@@ -375,7 +309,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.out:
         from trackers.viz import annotate_video
 
-        if is_points:
+        if task == "points":
             kw = {"colors": "x"} if queries is None else {}
             annotate_video(frames, result, args.out, fps=info.fps, progress=show, **kw)
         else:  # decode again rather than keep the clip in memory; drawn at the processing size
@@ -397,8 +331,8 @@ def _check_query_frames(queries, num_frames: int) -> None:
                         f"frames); row {i} has t={t[i]:g}")
 
 
-def _check_mode(tracker_name: str, box, queries, grid, model: str) -> None:
-    if tracker_name == "PointTracker":
+def _check_mode(task: str, tracker_name: str, box, queries, grid, model: str) -> None:
+    if task == "points":
         if box is not None:
             raise UserError(f"model {model!r} tracks points: use --grid N or --queries FILE, not --box")
     else:
@@ -416,16 +350,16 @@ def _clip(text: str, width: int) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     import shutil
 
-    from trackers.hub import get_entry, list_models
+    from trackers.registry import get_entry, list_models
 
     names = list_models(args.pattern, tracker=args.tracker)
     if not names:
         print("no models match")
         return 0
-    rows = [("name", "tracker", "license", "description")]
+    rows = [("name", "tracker", "license", "weights from  |  description")]
     for n in names:
         e = get_entry(n)
-        rows.append((e.name, e.tracker_name, e.license, e.description))
+        rows.append((e.name, e.tracker_name, e.license, f"{e.weights_source}  |  {e.description}"))
     # On a terminal keep one line per model; piped output (or --wide) keeps the full text.
     fit = sys.stdout.isatty() and not args.wide
     if fit:
@@ -485,6 +419,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k.ljust(width)}  {v}")
+    from trackers.precision import auto_dtype
+
+    choice = auto_dtype("cpu")
+    print(f"{'dtype=auto (cpu)'.ljust(width)}  {str(choice.dtype).replace('torch.', '')}: {choice.reason}")
     print()
     print("operator backends:")
     try:
@@ -509,7 +447,7 @@ _UNTRAINED_BANNER = "UNTRAINED WEIGHTS - tracks are meaningless"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from trackers import hub
+    from trackers import registry
     from trackers.base import load_tracker
     from trackers.io import read_video, sample_video_path
     from trackers.viz import annotate_video
@@ -520,11 +458,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.max_frames < 1 or args.grid < 1:
         raise UserError("--max-frames and --grid must be positive")
     path = sample_video_path(DEMO_SAMPLE)
-    kind = _tracker_name_of(args.model)
-    if kind is not None and kind != "PointTracker":
+    task, kind = _task_of(args.model)
+    if task != "points":
         raise UserError(f"the demo tracks points; {args.model!r} is a {kind} model")
 
-    in_registry = not Path(args.model).exists() and not args.model.startswith(hub.HF_PREFIX)
+    in_registry = registry.parse_source(args.model).kind == "registry"
     untrained_reason = None
     if args.random_weights:
         if not in_registry:
@@ -533,7 +471,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         try:
             tracker = load_tracker(args.model, device=device)
-        except hub.WeightsNotAvailableError as e:
+        except registry.WeightsNotAvailableError as e:
             if not in_registry:  # a path or hf-hub repo: there is no registry architecture to fall back to
                 raise
             untrained_reason = str(e)
@@ -644,8 +582,12 @@ def _one_line(err: BaseException) -> str:
         text = str(err.args[0])
     else:
         text = str(err) or type(err).__name__
+    text = _ANSI.sub("", text)  # torch colours some of its messages; a terminal line must not carry the codes
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return "; ".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -657,11 +599,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     debug = args.debug or os.environ.get("TRACKERS_DEBUG", "") not in ("", "0")
     try:
-        from trackers.hub import WeightsNotAvailableError
+        from trackers.errors import InputError
+        from trackers.registry import WeightsNotAvailableError
 
-        user_errors: Tuple[type, ...] = (UserError, ValueError, FileNotFoundError, WeightsNotAvailableError,
-                                         ModuleNotFoundError, IsADirectoryError, NotADirectoryError,
-                                         PermissionError)
+        # Only errors about the user's input are one line; anything else is a bug and keeps its traceback.
+        user_errors: Tuple[type, ...] = (UserError, InputError, FileNotFoundError, WeightsNotAvailableError,
+                                         IsADirectoryError, NotADirectoryError, PermissionError)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

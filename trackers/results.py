@@ -11,10 +11,13 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
+
+from trackers.geometry import rescale_boxes, rescale_points, xyxy_to_xywh
+from trackers.errors import InputError
 
 __all__ = ["PointTracks", "BoxTracks"]
 
@@ -69,16 +72,28 @@ class _ResultMixin:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such results file: {path}")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"])) if "__meta__" in data else {}
-            if meta.get("kind", cls._kind) != cls._kind:
-                raise ValueError(f"{path} holds {meta.get('kind')} results, not {cls._kind}")
-            kwargs = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["__meta__"])) if "__meta__" in data else {}
+                kwargs = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
+        except Exception as err:  # zero-byte, truncated, not a zip, pickled objects, bad JSON: many types
+            raise InputError(f"{path} is not a results file written by {cls.__name__}.save() "
+                             f"({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})") from None
+        if not isinstance(meta, dict) or meta.get("kind", cls._kind) != cls._kind:
+            kind = meta.get("kind") if isinstance(meta, dict) else meta
+            raise InputError(f"{path} holds {kind} results, not {cls._kind}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise InputError(f"{path} has arrays {unknown} that {cls.__name__} does not know")
         for f in fields(cls):
             if f.name in meta:
                 v = meta[f.name]
                 kwargs[f.name] = tuple(v) if isinstance(v, list) else v
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except TypeError as err:
+            raise InputError(f"{path} is missing fields of {cls.__name__}: {err}") from None
 
     def to_json(self, path: Optional[Union[str, os.PathLike]] = None) -> str:
         """Serialise to JSON (lists of numbers); writes to ``path`` when given and returns the string."""
@@ -107,6 +122,7 @@ class PointTracks(_ResultMixin):
         queries: ``(N, 3)`` float, the query points ``(t, x, y)`` that started each track.
         confidence: ``(T, N)`` probability that the predicted position is accurate, or ``None``.
         image_size: ``(H, W)`` of the input frames.
+        start_frame: index of the first frame held (0 for a whole clip; a streaming step's first frame).
     """
 
     tracks: Array
@@ -115,6 +131,7 @@ class PointTracks(_ResultMixin):
     queries: Array
     confidence: Optional[Array] = None
     image_size: Optional[tuple] = None
+    start_frame: int = 0
 
     _kind = "point_tracks"
 
@@ -126,12 +143,23 @@ class PointTracks(_ResultMixin):
     def num_points(self) -> int:
         return int(self.tracks.shape[-2])
 
+    def resized(self, size: Tuple[int, int]) -> "PointTracks":
+        """The same tracks in the pixels of a video resized to ``size`` ``(H, W)`` (queries too)."""
+        if self.image_size is None:
+            raise InputError("these tracks have no image_size to rescale from")
+        q = self.queries
+        t_col = q[..., :1]
+        xy = rescale_points(q[..., 1:], self.image_size, size)
+        queries = torch.cat([t_col, xy], -1) if isinstance(q, torch.Tensor) else np.concatenate([t_col, xy], -1)
+        return dataclasses.replace(self, tracks=rescale_points(self.tracks, self.image_size, size),
+                                   queries=queries, image_size=tuple(size))
+
     def visible_at(self, threshold: float, *, use_confidence: bool = False) -> Array:
         """Boolean visibility with your own threshold, optionally on ``visibility * confidence``."""
         p = self.visibility
         if use_confidence:
             if self.confidence is None:
-                raise ValueError("these tracks carry no confidence")
+                raise InputError("these tracks carry no confidence")
             p = p * self.confidence
         return p > threshold
 
@@ -159,18 +187,20 @@ class PointTracks(_ResultMixin):
 
 @dataclass
 class BoxTracks(_ResultMixin):
-    """Single-object box trajectories.
+    """Box trajectories of one or several targets.
 
     Attributes:
-        boxes: ``(T, 4)`` float ``(x1, y1, x2, y2)`` per frame in input pixels (``(B, T, 4)`` when batched).
-            Frame 0 holds the initial box.
-        scores: ``(T,)`` the tracker's confidence score for each frame (1 for the initial frame).
+        boxes: ``(T, 4)`` float ``(x1, y1, x2, y2)`` per frame in input pixels; several targets (of one video, or
+            one per clip of a batch) add a leading axis: ``(K, T, 4)``. Frame 0 of a clip holds the initial box.
+        scores: ``(T,)`` (``(K, T)``) the tracker's confidence for each frame, in [0, 1] (1 for the initial frame).
         image_size: ``(H, W)`` of the input frames.
+        start_frame: index of the first frame held (0 for a whole clip; a streaming step's first frame).
     """
 
     boxes: Array
     scores: Array
     image_size: Optional[tuple] = None
+    start_frame: int = 0
 
     _kind = "box_tracks"
 
@@ -180,11 +210,14 @@ class BoxTracks(_ResultMixin):
 
     def xywh(self) -> Array:
         """Boxes as ``(x, y, w, h)`` (top-left corner plus size), the GOT-10k/LaSOT text format."""
-        b = self.boxes
-        wh = b[..., 2:] - b[..., :2]
-        if isinstance(b, torch.Tensor):
-            return torch.cat([b[..., :2], wh], dim=-1)
-        return np.concatenate([b[..., :2], wh], axis=-1)
+        return xyxy_to_xywh(self.boxes)
+
+    def resized(self, size: Tuple[int, int]) -> "BoxTracks":
+        """The same boxes in the pixels of a video resized to ``size`` ``(H, W)``."""
+        if self.image_size is None:
+            raise InputError("these boxes have no image_size to rescale from")
+        return dataclasses.replace(self, boxes=rescale_boxes(self.boxes, self.image_size, size),
+                                   image_size=tuple(size))
 
     def to_csv(self, path: Union[str, os.PathLike]) -> None:
         """Write one row per frame: ``[batch,] frame, x1, y1, x2, y2, score``."""

@@ -22,7 +22,10 @@ from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from trackers.io import Resize, VideoWriter, _iter_input_frames, frame_to_uint8, iter_frames, video_info
+from trackers.geometry import rescale_boxes, rescale_points
+from trackers.io import Resize, VideoWriter, frame_to_uint8, iter_frames, video_info
+from trackers.video import iter_input_frames
+from trackers.errors import InputError
 
 __all__ = ["draw_points", "draw_boxes", "annotate_video", "point_colors", "draw_text"]
 
@@ -48,10 +51,10 @@ def _unbatch(arr: Optional[np.ndarray], rank: int, batch_index: Optional[int], w
     if arr is None or arr.ndim == rank:
         return arr
     if arr.ndim != rank + 1:
-        raise ValueError(f"{what} has shape {arr.shape}; expected {rank} dims (or {rank + 1} with a batch axis)")
+        raise InputError(f"{what} has shape {arr.shape}; expected {rank} dims (or {rank + 1} with a batch axis)")
     if batch_index is None:
         if arr.shape[0] != 1:
-            raise ValueError(f"{what} holds a batch of {arr.shape[0]} videos; pick one with batch_index=")
+            raise InputError(f"{what} holds a batch of {arr.shape[0]} videos; pick one with batch_index=")
         return arr[0]
     return arr[batch_index]
 
@@ -95,31 +98,21 @@ def point_colors(
             rel = np.nan_to_num(rel)
             # Stop at violet: a full hue circle would give the two borders the same red.
             return np.array([_hsv(0.8 * r) for r in rel], dtype=np.uint8).reshape(n, 3)
-        raise ValueError(f"unknown colour mode {mode!r}; use 'index', 'x', 'y', an (r, g, b) triple or (N, 3) array")
+        raise InputError(f"unknown colour mode {mode!r}; use 'index', 'x', 'y', an (r, g, b) triple or (N, 3) array")
     arr = np.asarray(mode)
     if arr.shape == (3,):
         return np.tile(arr.astype(np.uint8), (n, 1))
     if arr.shape == (n, 3):
         return arr.astype(np.uint8)
-    raise ValueError(f"colors must be (r, g, b) or have shape ({n}, 3); got shape {arr.shape}")
+    raise InputError(f"colors must be (r, g, b) or have shape ({n}, 3); got shape {arr.shape}")
 
 
-def _scale(size_from: Optional[Sequence[int]], size_to: Tuple[int, int]) -> Tuple[float, float]:
-    if not size_from:
-        return (1.0, 1.0)
-    h0, w0 = int(size_from[0]), int(size_from[1])
-    h, w = size_to
-    return (w / w0, h / h0)
-
-
-def _rescale_xy(xy: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    if sx == 1.0 and sy == 1.0:
-        return xy
-    out = np.empty_like(xy, dtype=np.float64)
-    # Pixel centres sit at integers: map the pixel *edges* (-0.5 .. W-0.5) onto each other.
-    out[..., 0] = (xy[..., 0] + 0.5) * sx - 0.5
-    out[..., 1] = (xy[..., 1] + 0.5) * sy - 0.5
-    return out
+def _rescaled(arr: np.ndarray, size_from: Optional[Sequence[int]], size_to: Tuple[int, int], fn) -> np.ndarray:
+    """Map points or boxes from the tracks' image size to the drawn frame's (identity when equal or unknown)."""
+    arr = arr.astype(np.float64)
+    if not size_from or (int(size_from[0]), int(size_from[1])) == tuple(size_to):
+        return arr
+    return fn(arr, (int(size_from[0]), int(size_from[1])), size_to)
 
 
 def _pil():
@@ -171,12 +164,12 @@ class _PointPainter:
                  line_width: Optional[int], colors, visible, threshold: Optional[float], occluded: str,
                  from_query_frame: bool, batch_index: Optional[int]) -> None:
         if occluded not in ("hollow", "dim", "hide"):
-            raise ValueError(f"occluded must be 'hollow', 'dim' or 'hide'; got {occluded!r}")
+            raise InputError(f"occluded must be 'hollow', 'dim' or 'hide'; got {occluded!r}")
         if int(trail) != trail or trail < 0:
-            raise ValueError(f"trail must be a non-negative int (frames); got {trail!r}")
+            raise InputError(f"trail must be a non-negative int (frames); got {trail!r}")
         xy = _unbatch(_np(tracks.tracks), 3, batch_index, "tracks.tracks")
         if xy.shape[-1] != 2:
-            raise ValueError(f"tracks.tracks must end in (x, y); got shape {xy.shape}")
+            raise InputError(f"tracks.tracks must end in (x, y); got shape {xy.shape}")
         if visible is not None:
             vis = _np(visible).astype(bool)
             vis = _unbatch(vis, 2, batch_index, "visible")
@@ -187,14 +180,13 @@ class _PointPainter:
         else:
             vis = np.ones(xy.shape[:2], dtype=bool)
         if vis.shape != xy.shape[:2]:
-            raise ValueError(f"visibility has shape {vis.shape}, tracks need {xy.shape[:2]}")
+            raise InputError(f"visibility has shape {vis.shape}, tracks need {xy.shape[:2]}")
         queries = getattr(tracks, "queries", None)
         queries = _unbatch(_np(queries), 2, batch_index, "tracks.queries") if queries is not None else None
         if queries is None:
             queries = np.concatenate([np.zeros((xy.shape[1], 1)), xy[0]], axis=1)
 
-        sx, sy = _scale(getattr(tracks, "image_size", None), frame_size)
-        self.xy = _rescale_xy(xy.astype(np.float64), sx, sy)
+        self.xy = _rescaled(xy, getattr(tracks, "image_size", None), frame_size, rescale_points)
         self.vis = vis
         self.qt = np.nan_to_num(queries[:, 0]).astype(np.int64)
         src_size = getattr(tracks, "image_size", None) or frame_size
@@ -250,58 +242,64 @@ class _PointPainter:
 
 
 class _BoxPainter:
+    """Draws one box per target and frame; ``(K, T, 4)`` boxes (several targets of one video) draw all K, each
+    in its own colour, unless ``batch_index`` picks one (a batch of clips)."""
+
     def __init__(self, tracks, frame_size: Tuple[int, int], *, color: Color, thickness: Optional[int],
                  show_score: bool, label: Optional[str], batch_index: Optional[int]) -> None:
-        boxes = _unbatch(_np(tracks.boxes), 2, batch_index, "tracks.boxes")
-        if boxes.shape[-1] != 4:
-            raise ValueError(f"tracks.boxes must be (T, 4) xyxy; got shape {boxes.shape}")
+        boxes = _np(tracks.boxes)
         scores = getattr(tracks, "scores", None)
-        scores = _unbatch(_np(scores), 1, batch_index, "tracks.scores") if scores is not None else None
-        sx, sy = _scale(getattr(tracks, "image_size", None), frame_size)
-        b = boxes.astype(np.float64)
-        if (sx, sy) != (1.0, 1.0):
-            # Box corners are pixel edges, so plain scaling (no half-pixel shift) maps them.
-            b = b * np.array([sx, sy, sx, sy])
-        self.boxes = b
+        scores = _np(scores) if scores is not None else None
+        if boxes.ndim == 3 and batch_index is not None:
+            boxes = _unbatch(boxes, 2, batch_index, "tracks.boxes")
+            scores = _unbatch(scores, 1, batch_index, "tracks.scores") if scores is not None else None
+        if boxes.ndim == 2:
+            boxes, scores = boxes[None], (scores[None] if scores is not None else None)
+        if boxes.ndim != 3 or boxes.shape[-1] != 4:
+            raise InputError(f"tracks.boxes must be (T, 4) or (K, T, 4) xyxy; got shape {boxes.shape}")
+        b = _rescaled(boxes, getattr(tracks, "image_size", None), frame_size, rescale_boxes)
+        self.boxes = b  # (K, T, 4)
         self.scores = scores
-        self.color = tuple(int(v) for v in color)
+        k = b.shape[0]
+        self.colors = [tuple(int(v) for v in color)] if k == 1 else [_hsv(i / k) for i in range(k)]
         h, w = frame_size
         self.thickness = int(thickness) if thickness is not None else max(2, int(round(min(h, w) / 180)))
         self.font = _font(max(10, min(h, w) // 28))
         self.show_score = show_score
         self.label = label
-        self.num_frames = b.shape[0]
+        self.num_frames = b.shape[1]
 
     def paint(self, img, t: int) -> None:
         _, ImageDraw, _ = _pil()
         draw = ImageDraw.Draw(img, "RGBA")
-        box = self.boxes[t]
-        if not np.isfinite(box).all():
-            return
-        x1, y1, x2, y2 = box
-        x1, x2 = min(x1, x2), max(x1, x2)
-        y1, y2 = min(y1, y2), max(y1, y2)
-        draw.rectangle([x1, y1, x2, y2], outline=self.color + (255,), width=self.thickness)
-        parts = []
-        if self.label:
-            parts.append(self.label)
-        if self.show_score and self.scores is not None and np.isfinite(self.scores[t]):
-            parts.append(f"{float(self.scores[t]):.2f}")
-        if parts:
-            text = " ".join(parts)
-            left, top, right, bottom = draw.textbbox((0, 0), text, font=self.font)
-            th = bottom - top
-            ty = y1 - th - 2 * self.thickness - 2
-            if ty < 0:  # no room above the box: put the label inside its top edge
-                ty = y1 + self.thickness + 2
-            lum = 0.299 * self.color[0] + 0.587 * self.color[1] + 0.114 * self.color[2]
-            fg = (0, 0, 0) if lum > 140 else (255, 255, 255)
-            _text_box(draw, (x1, ty - top), text, self.font, fg, self.color + (220,))
+        for k, color in enumerate(self.colors):
+            box = self.boxes[k, t]
+            if not np.isfinite(box).all():
+                continue
+            x1, y1, x2, y2 = box
+            x1, x2 = min(x1, x2), max(x1, x2)
+            y1, y2 = min(y1, y2), max(y1, y2)
+            draw.rectangle([x1, y1, x2, y2], outline=color + (255,), width=self.thickness)
+            parts = []
+            if self.label:
+                parts.append(self.label if len(self.colors) == 1 else f"{self.label} {k}")
+            if self.show_score and self.scores is not None and np.isfinite(self.scores[k, t]):
+                parts.append(f"{float(self.scores[k, t]):.2f}")
+            if parts:
+                text = " ".join(parts)
+                left, top, right, bottom = draw.textbbox((0, 0), text, font=self.font)
+                th = bottom - top
+                ty = y1 - th - 2 * self.thickness - 2
+                if ty < 0:  # no room above the box: put the label inside its top edge
+                    ty = y1 + self.thickness + 2
+                lum = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+                fg = (0, 0, 0) if lum > 140 else (255, 255, 255)
+                _text_box(draw, (x1, ty - top), text, self.font, fg, color + (220,))
 
 
 def _check_frames(num_video: Optional[int], num_tracks: int) -> None:
     if num_video is not None and num_video != num_tracks:
-        raise ValueError(f"the video has {num_video} frames but the tracks have {num_tracks}; "
+        raise InputError(f"the video has {num_video} frames but the tracks have {num_tracks}; "
                          "draw on the same frames that were tracked")
 
 
@@ -314,7 +312,7 @@ def _render(frames: Any, make_painter, title: Optional[str]) -> np.ndarray:
     out = None
     painter = None
     t = -1
-    for t, frame in enumerate(_iter_input_frames(frames)):
+    for t, frame in enumerate(iter_input_frames(frames)):
         rgb = frame_to_uint8(frame)
         if painter is None:
             painter = make_painter(rgb.shape[:2])
@@ -328,7 +326,7 @@ def _render(frames: Any, make_painter, title: Optional[str]) -> np.ndarray:
         arr = np.asarray(img)
         out[t] = draw_text(arr, title) if title else arr
     if painter is None:
-        raise ValueError("no frames to draw on")
+        raise InputError("no frames to draw on")
     _check_frames(t + 1, painter.num_frames)
     return out
 
@@ -454,10 +452,10 @@ def annotate_video(
         source: Iterable = iter_frames(video, start=start, stride=stride, max_frames=num_frames, resize=resize)
     else:
         if resize is not None:
-            raise ValueError("resize= only applies to a video file input; resize arrays before drawing")
+            raise InputError("resize= only applies to a video file input; resize arrays before drawing")
         if hasattr(video, "__len__") and hasattr(video, "shape"):
             _check_frames(len(video), num_frames)
-        source = _iter_input_frames(video, name="video")
+        source = iter_input_frames(video, name="video")
     fps = fps or 25.0
 
     def make(size):
@@ -465,7 +463,7 @@ def annotate_video(
             keys = {"color", "thickness", "show_score", "label", "batch_index"}
             bad = set(draw_kwargs) - keys
             if bad:
-                raise ValueError(f"unexpected arguments for box drawing: {', '.join(sorted(bad))}")
+                raise InputError(f"unexpected arguments for box drawing: {', '.join(sorted(bad))}")
             return _BoxPainter(tracks, size, color=draw_kwargs.get("color", (255, 64, 64)),
                                thickness=draw_kwargs.get("thickness"), show_score=draw_kwargs.get("show_score", True),
                                label=draw_kwargs.get("label"), batch_index=draw_kwargs.get("batch_index"))
@@ -473,7 +471,7 @@ def annotate_video(
                 "batch_index"}
         bad = set(draw_kwargs) - keys
         if bad:
-            raise ValueError(f"unexpected arguments for point drawing: {', '.join(sorted(bad))}")
+            raise InputError(f"unexpected arguments for point drawing: {', '.join(sorted(bad))}")
         kw = {"trail": 10, "radius": None, "line_width": None, "colors": "index", "visible": None,
               "threshold": None, "occluded": "hollow", "from_query_frame": False, "batch_index": None}
         kw.update(draw_kwargs)
@@ -502,7 +500,7 @@ def annotate_video(
                 if bar is not None:
                     bar.update(1)
             if written < num_frames:
-                raise ValueError(f"the video provides only {written} frames but the tracks have {num_frames}; "
+                raise InputError(f"the video provides only {written} frames but the tracks have {num_frames}; "
                                  "use the same start/stride/max_frames as when tracking")
     except BaseException:
         # Do not leave a truncated video behind that looks like a result.

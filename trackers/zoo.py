@@ -1,13 +1,18 @@
-"""Registry entries of every named model, as data.
+"""Registry entries of every named model, as data: the only table of variants, settings and weight sources.
 
-Tracker classes and converters are named by import string so that listing models imports no network code.
+Tracker classes and converters are named by import string, so listing models imports no network code. Every Hub
+id here is a real, public repository holding the named file.
 """
 from __future__ import annotations
 
-from trackers.hub import ModelEntry, WeightFile, register_model
+from trackers.registry import ModelEntry, hub_file, manual_file, register_model, unreleased_file
 
-_COTRACKER_PAPER = "CoTracker3: Simpler and Better Point Tracking by Pseudo-Labelling Real Videos (Karaev et al., arXiv:2410.11831)"
-_COTRACKER_LICENSE = "CC-BY-NC-4.0"
+# ----------------------------------------------------------------------------------------------- CoTracker3
+
+_COTRACKER_PAPER = ("CoTracker3: Simpler and Better Point Tracking by Pseudo-Labelling Real Videos "
+                    "(Karaev et al., arXiv:2410.11831)")
+# The released checkpoints are CC-BY-NC-4.0: research and other non-commercial use only.
+_COTRACKER_LICENSE = "CC-BY-NC-4.0 (non-commercial use only)"
 
 for _name, _file, _online, _what in [
     ("cotracker3-offline", "scaled_offline.pth", False, "CoTracker3 offline (whole clip, both directions), scaled training"),
@@ -15,62 +20,77 @@ for _name, _file, _online, _what in [
     ("cotracker3-offline-baseline", "baseline_offline.pth", False, "CoTracker3 offline, trained on Kubric only"),
     ("cotracker3-online-baseline", "baseline_online.pth", True, "CoTracker3 online, trained on Kubric only"),
 ]:
-    register_model(
-        ModelEntry(
-            name=_name,
-            tracker="trackers.point_tracker:PointTracker",
-            config={"online": _online, "window_len": 16 if _online else 60},
-            files={"weights": WeightFile("facebook/cotracker3", _file)},
-            converter="trackers.models.cotracker3:convert_official_checkpoint",
-            license=_COTRACKER_LICENSE,
-            paper=_COTRACKER_PAPER,
-            description=_what,
-            tags=("point", "online" if _online else "offline"),
-        )
-    )
+    register_model(ModelEntry(
+        name=_name,
+        tracker="trackers.point.tracker:PointTracker",
+        config={"online": _online, "window_len": 16 if _online else 60},
+        files={"weights": hub_file("facebook/cotracker3", _file)},
+        converter="trackers.models.cotracker3:convert_official_checkpoint",
+        license=_COTRACKER_LICENSE,
+        paper=_COTRACKER_PAPER,
+        description=_what,
+        tags=("point", "online" if _online else "offline"),
+    ))
 
-# LoRAT entries (trackers.lorat_tracker:LoRATracker) are appended below.
+# ----------------------------------------------------------------------------------------------- LoRAT
 
-_LORAT_PAPER = (
-    "Tracking Meets LoRA: Faster Training, Larger Model, Stronger Performance (Lin et al., ECCV 2024, arXiv:2403.05231)"
-)
-# The official release is a Google Drive folder (LitingLin/LoRAT README) and DINOv2 comes from
-# dl.fbaipublicfiles.com; the Hub repositories below are assumed mirrors whose ids and file names are unverified.
-# Release file names after the official config mixins (only base.bin for B-224 is attested).
-_LORAT_MIRROR = "LitingLin/LoRAT"
-_DINOV2_MIRROR = "trackers-mirrors/dinov2-pretrain"
-for _size, _size_name, _file_stem, _dino in [
-    ("b", "ViT-B/14", "base", "dinov2_vitb14_pretrain.pth"),
-    ("l", "ViT-L/14", "large", "dinov2_vitl14_pretrain.pth"),
-    ("g", "ViT-g/14", "giant", "dinov2_vitg14_pretrain.pth"),
-]:
-    for _res in (224, 378):
-        _cfg = {
-            "b": dict(embed_dim=768, depth=12, num_heads=12, ffn="mlp", ffn_hidden=3072),
-            "l": dict(embed_dim=1024, depth=24, num_heads=16, ffn="mlp", ffn_hidden=4096),
-            "g": dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu", ffn_hidden=4096),
-        }[_size]
-        _cfg.update(
-            dict(template_size=112, search_size=224, search_factor=4.0) if _res == 224
-            else dict(template_size=196, search_size=378, search_factor=5.0)
-        )
-        register_model(
-            ModelEntry(
-                name=f"lorat-{_size}-{_res}",
-                tracker="trackers.lorat_tracker:LoRATracker",
-                config=_cfg,
-                files={
-                    "weights": WeightFile(_LORAT_MIRROR, f"{_file_stem}{'' if _res == 224 else '_378'}.bin"),
-                    "backbone": WeightFile(_DINOV2_MIRROR, _dino),
-                },
-                converter="trackers.models.lorat:convert_official_checkpoint",
-                license="LoRAT release (unverified); DINOv2: Apache-2.0",
-                paper=_LORAT_PAPER,
-                description=(
-                    f"LoRAT-{_size.upper() if _size != 'g' else 'g'}-{_res} single-object box tracker "
-                    f"(DINOv2 {_size_name}, {_res}px search, LoRA merged at load); Hub files are unverified mirrors "
-                    "of the Google Drive release and Meta's DINOv2 pretrain file"
-                ),
-                tags=("box", "sot", "online"),
-            )
-        )
+_LORAT_PAPER = ("Tracking Meets LoRA: Faster Training, Larger Model, Stronger Performance "
+                "(Lin et al., ECCV 2024, arXiv:2403.05231)")
+# The official LoRAT weights are a Google Drive folder linked from the project README, not a Hub repository, so
+# they are a manual download; the DINOv2 backbones are timm's copies on the Hub (Apache-2.0).
+_LORAT_RELEASE = "https://github.com/LitingLin/LoRAT (README, 'Models': a Google Drive folder)"
+#: DINOv2 backbone of each size: architecture and timm's Hub repository.
+_DINOV2 = {
+    "b": (dict(embed_dim=768, depth=12, num_heads=12, ffn="mlp", ffn_hidden=3072), "ViT-B/14",
+          "timm/vit_base_patch14_dinov2.lvd142m", "base"),
+    "l": (dict(embed_dim=1024, depth=24, num_heads=16, ffn="mlp", ffn_hidden=4096), "ViT-L/14",
+          "timm/vit_large_patch14_dinov2.lvd142m", "large"),
+    "g": (dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu", ffn_hidden=4096), "ViT-g/14",
+          "timm/vit_giant_patch14_dinov2.lvd142m", "giant"),
+}
+#: Input resolution of each variant: network crop sizes (architecture) and search factor (tracker setting).
+_LORAT_RES = {
+    224: (dict(template_size=112, search_size=224), dict(search_factor=4.0)),
+    378: (dict(template_size=196, search_size=378), dict(search_factor=5.0)),
+}
+
+for _size, (_arch, _size_name, _dino_repo, _stem) in _DINOV2.items():
+    for _res, (_crops, _settings) in _LORAT_RES.items():
+        _file = f"{_stem}{'' if _res == 224 else '_378'}.bin"
+        register_model(ModelEntry(
+            name=f"lorat-{_size}-{_res}",
+            tracker="trackers.box.lorat:LoRATracker",
+            config={**_arch, **_crops},
+            settings=_settings,
+            files={
+                "weights": manual_file(_LORAT_RELEASE, _file),
+                "backbone": hub_file(_dino_repo, "model.safetensors"),
+            },
+            converter="trackers.models.lorat:convert_official_checkpoint",
+            license="LoRAT weights: terms of the official release page; DINOv2 backbone: Apache-2.0",
+            paper=_LORAT_PAPER,
+            description=(
+                f"LoRAT-{_size.upper() if _size != 'g' else 'g'}-{_res} single-object box tracker (DINOv2 {_size_name}, "
+                f"{_res}px search, LoRA merged at load); download {_file} from the official release and pass "
+                "checkpoint=; the backbone comes from the Hub"
+            ),
+            tags=("box", "sot", "online"),
+        ))
+
+# ----------------------------------------------------------------------------------------------- DETRack
+
+register_model(ModelEntry(
+    name="detrack-vitb-256",
+    tracker="trackers.box.detrack:BoxTracker",
+    config={},  # the paper's ViT-B/16, 128/256 crops, candidate elimination, 3-layer deformable decoder
+    files={"weights": unreleased_file(
+        "DETRack has no official code or weights; this is a re-implementation from the paper. Train it with "
+        "`trackers-train box` (the encoder can start from an OSTrack/MAE checkpoint: --init-encoder PATH), or build "
+        "the architecture with random weights: trackers.BoxTracker.from_config('detrack-vitb-256')."
+    )},
+    license="Apache-2.0 (code; no weights released)",
+    paper="Efficient Training for Visual Tracking with Deformable Transformer (Wei, Zeng & Zeng, arXiv:2309.02676)",
+    description="DETRack ViT-B/16 one-stream tracker with candidate elimination and a deformable-DETR head "
+                "(re-implementation from the paper; no released weights)",
+    tags=("box", "sot", "online"),
+))

@@ -4,9 +4,9 @@ Videos", 2024), re-implemented so that the official checkpoints load unchanged a
 The module is a plain ``nn.Module`` with **no per-video state**: the offline pass is :meth:`CoTracker3.forward`,
 and online tracking is a pure function of an explicit :class:`OnlineState` (:meth:`CoTracker3.online_init`,
 :meth:`CoTracker3.online_window`). The inference wrapper with pre/post-processing is
-:class:`trackers.point_tracker.PointTracker`.
+:class:`trackers.point.tracker.PointTracker`.
 
-Pipeline (all facts in ``shared/reference/cotracker3.md`` (b)/(c)):
+Pipeline (as in the official model):
 
 1. a CNN (:class:`Encoder`) maps every frame (normalised to [-1, 1]) to stride-4, 128-d features, which are
    L2-normalised and average-pooled into a 4-level pyramid;
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trackers import ops
+from trackers.models.config_checks import check_floats, check_ints
 
 __all__ = [
     "CoTrackerConfig",
@@ -54,6 +55,9 @@ __all__ = [
 _CORR_TOKENS = 6144      # correlation: 4 levels x 2401 floats per token
 _BLOCK_TOKENS = 16384    # transformer blocks: ~ (5 x 384 + 1536) floats per token
 _MLP_ROWS = 512          # MLP rows per piece at CPU inference: fc1 -> GELU -> fc2 stays in the L2 cache (25% faster)
+#: Refinement iterations when a caller passes none: what every official predictor uses (the official network's
+#: own default is 4, but no official entry point runs it that way).
+DEFAULT_ITERS = 6
 _CNN_FRAMES = 1          # frames per CNN call: one frame at a time keeps activations in cache (measured
                          # 7.1 s vs 10.6 s for 24 frames at 384x512 with batches of 8, 2 threads)
 
@@ -78,9 +82,6 @@ class CoTrackerConfig:
         corr_hidden: hidden width of ``corr_mlp``.
         corr_out: output width of ``corr_mlp`` per level.
         model_resolution: ``(H, W)`` the predictors resize to; also the constant that normalises relative motion.
-        iters: refinement iterations used by the predictors (the official model default is 4, every official
-            predictor passes 6).
-        support_grid_size: side of the extra query grid the offline predictor adds for context.
     """
 
     online: bool = False
@@ -97,11 +98,18 @@ class CoTrackerConfig:
     corr_hidden: int = 384
     corr_out: int = 256
     model_resolution: Tuple[int, int] = (384, 512)
-    iters: int = 6
-    support_grid_size: int = 6
 
     def __post_init__(self) -> None:
-        self.model_resolution = tuple(int(v) for v in self.model_resolution)
+        check_ints(self, "window_len", "stride", "corr_levels", "latent_dim", "hidden_size", "num_heads", "depth",
+                   "num_virtual_tracks", "corr_hidden", "corr_out")
+        check_ints(self, "corr_radius", minimum=0)
+        check_floats(self, "mlp_ratio", strict=True)
+        if not isinstance(self.online, bool):
+            raise ValueError(f"CoTrackerConfig.online must be a bool, got {self.online!r}")
+        try:
+            self.model_resolution = tuple(int(v) for v in self.model_resolution)
+        except (TypeError, ValueError):
+            raise ValueError(f"model_resolution must be (H, W), got {self.model_resolution!r}") from None
         if len(self.model_resolution) != 2 or min(self.model_resolution) <= 0:
             raise ValueError(f"model_resolution must be (H, W) > 0, got {self.model_resolution}")
         if any(v % self.stride for v in self.model_resolution):
@@ -110,7 +118,7 @@ class CoTrackerConfig:
             raise ValueError(f"window_len must be >= 2 (and even for the online model), got {self.window_len}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        for name in ("stride", "corr_levels", "latent_dim", "depth", "iters", "num_virtual_tracks"):
+        for name in ("stride", "corr_levels", "latent_dim", "depth", "num_virtual_tracks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -177,6 +185,12 @@ class _InstanceNorm(nn.Module):
         return _inorm(x)
 
 
+def _relu(x: Tensor) -> Tensor:
+    # In place at inference (the CNN is memory-bound around its convolutions); out of place when autograd records,
+    # because ReLU's backward needs its output and the residual add would overwrite it. Same values either way.
+    return F.relu(x) if torch.is_grad_enabled() else x.relu_()
+
+
 class _ResBlock(nn.Module):
     """Two 3x3 convs with instance norm; a strided 1x1 conv + norm on the skip path when the shape changes."""
 
@@ -190,11 +204,11 @@ class _ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        # in-place activations: the CNN is memory-bound around its convolutions
-        y = _inorm(self.conv1(x)).relu_()
-        y = _inorm(self.conv2(y)).relu_()
+        y = _relu(_inorm(self.conv1(x)))
+        y = _relu(_inorm(self.conv2(y)))
         skip = x if self.downsample is None else self.downsample(x)
-        return y.add_(skip).relu_()
+        # in-place sum at inference only: autograd keeps y for the ReLU's backward
+        return _relu(y + skip if torch.is_grad_enabled() else y.add_(skip))
 
 
 class Encoder(nn.Module):
@@ -216,14 +230,14 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, 3, H, W) in [-1, 1] -> (B, out_dim, H/stride, W/stride), not normalised."""
         size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
-        x = _inorm(self.conv1(x)).relu_()
+        x = _relu(_inorm(self.conv1(x)))
         feats = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             # resampling to the same size with align_corners=True is the identity, so skip it
             feats.append(x if x.shape[-2:] == size else
                          F.interpolate(x, size, mode="bilinear", align_corners=True))
-        x = _inorm(self.conv2(torch.cat(feats, dim=1))).relu_()
+        x = _relu(_inorm(self.conv2(torch.cat(feats, dim=1))))
         return self.conv3(x)
 
 
@@ -318,7 +332,9 @@ class _UpdateFormer(nn.Module):
     def forward(self, points: Tensor) -> Tensor:
         """``points`` (B, N, T, D) already through ``input_transform`` -> (B, N, T, 4) = (dx, dy, dvis, dconf).
 
-        ``points`` is updated in place (it is a temporary of the caller).
+        At inference ``points`` is updated in place (it is a temporary of the caller). When autograd records,
+        the frame pieces are concatenated instead: layer norm keeps its input (a view of ``points`` at batch 1) for
+        the backward pass, so it must not be overwritten. Both paths compute the same values.
         """
         B, N, T, D = points.shape
         M = self.virual_tracks.shape[1]
@@ -330,23 +346,37 @@ class _UpdateFormer(nn.Module):
             points = _along_time(tblock, points, per_track)
             virtual = _along_time(tblock, virtual, per_track)
             # attention across tracks, frame by frame: virtual <- points, virtual <-> virtual, points <- virtual
+            record = torch.is_grad_enabled()
+            p_out, v_out = [], []
             for a, b in _spans(T, per_frame):
                 p = points[:, :, a:b].transpose(1, 2).reshape(B * (b - a), N, D)
                 v = virtual[:, :, a:b].transpose(1, 2).reshape(B * (b - a), M, D)
                 v = self.space_virtual2point_blocks[i](v, p)
                 v = self.space_virtual_blocks[i](v)
                 p = self.space_point2virtual_blocks[i](p, v)
-                points[:, :, a:b] = p.view(B, b - a, N, D).transpose(1, 2)
-                virtual[:, :, a:b] = v.view(B, b - a, M, D).transpose(1, 2)
+                if record:
+                    p_out.append(p.view(B, b - a, N, D).transpose(1, 2))
+                    v_out.append(v.view(B, b - a, M, D).transpose(1, 2))
+                else:
+                    points[:, :, a:b] = p.view(B, b - a, N, D).transpose(1, 2)
+                    virtual[:, :, a:b] = v.view(B, b - a, M, D).transpose(1, 2)
+            if record:
+                points, virtual = torch.cat(p_out, dim=2), torch.cat(v_out, dim=2)
         return torch.cat([self.flow_head(points), self.vis_conf_head(points)], dim=-1)
 
 
 def _along_time(block: nn.Module, tokens: Tensor, per_piece: int) -> Tensor:
-    """Apply ``block`` to each track's sequence over time; in pieces (written back in place) for long inputs."""
+    """Apply ``block`` to each track's sequence over time; in pieces for long inputs.
+
+    The pieces are written back in place at inference; when autograd records they are concatenated instead (the
+    block's layer norm keeps its input, a view of ``tokens``, for the backward pass).
+    """
     B, M, T, D = tokens.shape
     rows = tokens.view(B * M, T, D)
     if rows.shape[0] <= per_piece:
         return block(rows).view(B, M, T, D)
+    if torch.is_grad_enabled():
+        return torch.cat([block(rows[a:b]) for a, b in _spans(rows.shape[0], per_piece)]).view(B, M, T, D)
     for a, b in _spans(rows.shape[0], per_piece):
         rows[a:b] = block(rows[a:b])
     return tokens
@@ -554,7 +584,11 @@ class CoTracker3(nn.Module):
             coords: ``(B, T, N, 2)`` initial positions in stride-4 feature pixels (float32).
             vis, conf: ``(B, T, N)`` initial logits.
             iters: number of updates.
-            on_iteration: called as ``fn(i, coords, vis, conf)`` after each update (debugging, tests).
+            on_iteration: called as ``fn(i, coords, vis, conf)`` after each update, with that update's estimates
+                (feature pixels and logits): the per-iteration predictions that training supervises.
+
+        Each update starts from detached estimates, as in the paper's training: every update is supervised on its
+        own and no gradient flows back through earlier ones (the values are unchanged).
 
         Returns:
             coords (B, T, N, 2) feature pixels, vis and conf logits (B, T, N), float32.
@@ -566,6 +600,7 @@ class CoTracker3(nn.Module):
         coords, vis, conf = coords.float(), vis.float(), conf.float()
         per_chunk = max(1, _CORR_TOKENS // max(N, 1))
         for it in range(iters):
+            coords, vis, conf = coords.detach(), vis.detach(), conf.detach()
             tokens = coords.new_empty(B, N, T, D, dtype=cdt)
             for a, b in _spans(T, per_chunk):
                 feats = self.token_features(fmap, support, coords, vis, conf, time_emb, a, b)
@@ -590,9 +625,11 @@ class CoTracker3(nn.Module):
         Args:
             video: ``(B, T, 3, H, W)`` float in [0, 255], H and W divisible by the stride.
             queries: ``(B, N, 3)`` rows ``(t, x, y)`` in pixels of ``video``, ``t`` an integer frame index.
-            iters: refinement steps (default ``config.iters``).
+            iters: refinement steps (default :data:`DEFAULT_ITERS`).
             features: precomputed :meth:`encode` output (skips the CNN; ``video`` may then be ``None``).
-            on_iteration: offline model only; see :meth:`refine`.
+            on_iteration: see :meth:`refine`, called with the estimates of the refined window: the whole clip for
+                the offline model; for the online model every window in turn (window ``w`` covers frames
+                ``[w*S/2, w*S/2 + S)``, padded past the clip end), ``iters`` calls per window.
 
         Returns:
             tracks ``(B, T, N, 2)`` in pixels of ``video``, sigmoid(visibility) and sigmoid(confidence) ``(B, T, N)``.
@@ -600,11 +637,11 @@ class CoTracker3(nn.Module):
             slides its windows over the clip (the official ``is_online=False`` mode, except that clips of <= S/2
             frames get one window instead of none).
         """
-        iters = self.config.iters if iters is None else iters
+        iters = DEFAULT_ITERS if iters is None else iters
         fmap = self.encode(video) if features is None else features
         queries = queries.float()
         if self.config.online:
-            coords, vis, conf = self._forward_windows(fmap, queries, iters)
+            coords, vis, conf = self._forward_windows(fmap, queries, iters, on_iteration)
         else:
             support = self.sample_support(fmap, queries)
             B, T = fmap.shape[:2]
@@ -624,7 +661,8 @@ class CoTracker3(nn.Module):
         return OnlineState(queries=queries.float(), support=support,
                            sampled=torch.zeros(B, N, dtype=torch.bool, device=queries.device))
 
-    def online_window(self, state: OnlineState, fmap: Tensor, iters: Optional[int] = None
+    def online_window(self, state: OnlineState, fmap: Tensor, iters: Optional[int] = None, *,
+                      on_iteration: Optional[Callable[[int, Tensor, Tensor, Tensor], None]] = None
                       ) -> Tuple[OnlineState, Tensor, Tensor, Tensor]:
         """One sliding window of the online model, as a pure function of ``state``.
 
@@ -633,14 +671,15 @@ class CoTracker3(nn.Module):
             fmap: ``(B, S, C, H, W)`` (:meth:`encode`): features of frames ``[state.next_frame,
                 state.next_frame + S)``, ``S = window_len``; a short final chunk is padded by repeating its last
                 frame (what the official model does).
-            iters: refinement steps (default ``config.iters``).
+            iters: refinement steps (default :data:`DEFAULT_ITERS`).
+            on_iteration: see :meth:`refine` (window-local estimates of each update, feature pixels and logits).
 
         Returns:
             ``(new_state, coords, vis, conf)`` with coords ``(B, S, N, 2)`` in model pixels and vis/conf logits
             ``(B, S, N)`` for the window's frames. The new state starts the next window ``S/2`` frames later.
         """
         cfg = self.config
-        iters = cfg.iters if iters is None else iters
+        iters = DEFAULT_ITERS if iters is None else iters
         S = cfg.window_len
         step = S // 2
         overlap = S - step
@@ -670,7 +709,7 @@ class CoTracker3(nn.Module):
             coords = torch.where(use[:, None, :, None], rep(state.carry_coords), coords)
             vis = torch.where(use[:, None], rep(state.carry_vis), vis)
             conf = torch.where(use[:, None], rep(state.carry_conf), conf)
-        coords, vis, conf = self.refine(fmap, support_w, coords, vis, conf, iters)
+        coords, vis, conf = self.refine(fmap, support_w, coords, vis, conf, iters, on_iteration=on_iteration)
         new_state = dataclasses.replace(
             state, support=support, sampled=sampled, next_frame=ind + step, windows=state.windows + 1,
             carry_coords=coords[:, step:step + overlap], carry_vis=vis[:, step:step + overlap],
@@ -678,7 +717,8 @@ class CoTracker3(nn.Module):
         )
         return new_state, coords * cfg.stride, vis, conf
 
-    def _forward_windows(self, fmap: Tensor, queries: Tensor, iters: int):
+    def _forward_windows(self, fmap: Tensor, queries: Tensor, iters: int,
+                         on_iteration: Optional[Callable[[int, Tensor, Tensor, Tensor], None]] = None):
         S = self.config.window_len
         step = S // 2
         B, T = fmap.shape[:2]
@@ -691,7 +731,7 @@ class CoTracker3(nn.Module):
         for w in range(n_windows):
             ind = w * step
             window = pad_frames(fmap[:, ind:ind + S], S)
-            state, c, v, k = self.online_window(state, window, iters)
+            state, c, v, k = self.online_window(state, window, iters, on_iteration=on_iteration)
             n = min(T - ind, S)
             coords[:, ind:ind + n] = c[:, :n] / self.config.stride
             vis[:, ind:ind + n] = v[:, :n]

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trackers.models.config_checks import check_floats, check_ints
 from trackers.nn.lora import (
     has_lora,
     inject_lora,
@@ -46,21 +47,20 @@ from trackers.nn.lora import (
 )
 from trackers.nn.vit import PatchEmbed, ViTSpec, interpolate_pos_embed, make_blocks, trunc_normal_init_
 
-__all__ = ["LoRATConfig", "LoRAT", "MlpHead", "LORAT_VARIANTS", "lorat_variant_config", "convert_official_checkpoint"]
+__all__ = ["LoRATConfig", "LoRAT", "MlpHead", "convert_official_checkpoint"]
 
 TYPE_TEMPLATE_BG, TYPE_TEMPLATE_FG, TYPE_SEARCH = 0, 1, 2
 
 
 @dataclass
 class LoRATConfig:
-    """Architecture and tracking settings of a LoRAT variant (defaults: LoRAT-B-224).
+    """Architecture of a LoRAT variant (defaults: LoRAT-B-224; the released variants are registry entries).
 
     Backbone: ``embed_dim``, ``depth``, ``num_heads``, ``ffn`` ("mlp" or "swiglu"), ``ffn_hidden``,
     ``patch_size``, ``layerscale_init``, ``norm_eps``, ``drop_path_rate`` (training only).
     ``backbone_grid``: side of the pretrained position grid (DINOv2: 518 / 14 = 37).
     Inputs: ``template_size`` / ``search_size`` in pixels (multiples of ``patch_size``).
-    Tracking: ``template_factor`` / ``search_factor`` (crop side relative to the context-padded box),
-    ``min_object_size`` (px, search-crop clamp), ``window_penalty`` (Hann-window weight).
+    The tracking pipeline's choices (crop factors, window penalty) are the tracker's settings, not fields here.
     LoRA: ``lora_rank`` 0 builds the merged inference network; > 0 builds un-merged adapters
     (``lora_alpha``, ``use_rslora``) on every block Linear for fine-tuning.
     """
@@ -77,15 +77,17 @@ class LoRATConfig:
     backbone_grid: int = 37
     template_size: int = 112
     search_size: int = 224
-    template_factor: float = 2.0
-    search_factor: float = 4.0
-    min_object_size: float = 10.0
-    window_penalty: float = 0.45
     lora_rank: int = 0
     lora_alpha: float = 64.0
     use_rslora: bool = False
 
     def __post_init__(self) -> None:
+        check_ints(self, "embed_dim", "depth", "num_heads", "ffn_hidden", "patch_size", "backbone_grid",
+                   "template_size", "search_size")
+        check_ints(self, "lora_rank", minimum=0)
+        check_floats(self, "layerscale_init", "norm_eps", "drop_path_rate", "lora_alpha")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"LoRATConfig.embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
         for name in ("template_size", "search_size"):
             v = getattr(self, name)
             if v <= 0 or v % self.patch_size:
@@ -108,31 +110,6 @@ class LoRATConfig:
 
     def vit_spec(self) -> ViTSpec:
         return ViTSpec(self.embed_dim, self.depth, self.num_heads, self.ffn, self.ffn_hidden)
-
-
-_BACKBONES = {
-    "b": dict(embed_dim=768, depth=12, num_heads=12, ffn="mlp", ffn_hidden=3072),
-    "l": dict(embed_dim=1024, depth=24, num_heads=16, ffn="mlp", ffn_hidden=4096),
-    "g": dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu", ffn_hidden=4096),
-}
-_RESOLUTIONS = {
-    224: dict(template_size=112, search_size=224, search_factor=4.0),
-    378: dict(template_size=196, search_size=378, search_factor=5.0),
-}
-#: Registry-ready config kwargs of the six released variants, e.g. ``LORAT_VARIANTS["b-224"]``.
-LORAT_VARIANTS: Dict[str, dict] = {
-    f"{b}-{r}": {**_BACKBONES[b], **_RESOLUTIONS[r]} for b in _BACKBONES for r in _RESOLUTIONS
-}
-#: DINOv2 pretrain file of each backbone size.
-DINOV2_FILES = {"b": "dinov2_vitb14_pretrain.pth", "l": "dinov2_vitl14_pretrain.pth", "g": "dinov2_vitg14_pretrain.pth"}
-
-
-def lorat_variant_config(variant: str, **overrides) -> LoRATConfig:
-    """``LoRATConfig`` of a released variant (``"b-224"``, ``"l-378"``, ...), with field overrides."""
-    key = variant.lower().removeprefix("lorat-")
-    if key not in LORAT_VARIANTS:
-        raise ValueError(f"unknown LoRAT variant {variant!r}; expected one of {', '.join(LORAT_VARIANTS)}")
-    return LoRATConfig(**{**LORAT_VARIANTS[key], **overrides})
 
 
 class Mlp3(nn.Module):
@@ -308,6 +285,10 @@ def _dinov2_backbone(dino: Mapping[str, torch.Tensor], config: LoRATConfig) -> D
     chunked = re.compile(r"^blocks\.\d+\.(\d+)\.(?=[a-z])")
     out = {chunked.sub(r"blocks.\1.", k): v for k, v in dino.items()
            if k.startswith(("patch_embed.", "blocks.", "norm."))}
+    if c.ffn == "swiglu":
+        # timm's DINOv2 files (vit_giant_patch14_dinov2.lvd142m) call the packed SwiGLU input projection
+        # mlp.fc1 and the output mlp.fc2; Meta's files and this network call them mlp.w12 / mlp.w3.
+        out = {k.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3."): v for k, v in out.items()}
     out["pos_embed"] = interpolate_pos_embed(pos[:, 1:], (grid, grid), (c.search_grid, c.search_grid), "bicubic")
     return out
 

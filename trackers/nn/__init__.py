@@ -15,7 +15,6 @@ from trackers.nn.lora import (
     split_lora_state_dict,
 )
 from trackers.nn.vit import (
-    VIT_SPECS,
     Attention,
     Block,
     DropPath,
@@ -42,7 +41,6 @@ __all__ = [
     "PatchEmbed",
     "SplitLoRALinear",
     "SwiGLUFFN",
-    "VIT_SPECS",
     "ViTSpec",
     "VisionTransformer",
     "has_lora",

@@ -27,7 +27,6 @@ from torch import nn
 
 __all__ = [
     "ViTSpec",
-    "VIT_SPECS",
     "swiglu_hidden_dim",
     "PatchEmbed",
     "Attention",
@@ -63,15 +62,6 @@ class ViTSpec:
         if self.ffn_hidden:
             return self.ffn_hidden
         return swiglu_hidden_dim(self.dim) if self.ffn == "swiglu" else 4 * self.dim
-
-
-#: DINOv2 backbones (patch 14). ``g`` is DINOv2's "giant2" with SwiGLU (hidden 4096).
-VIT_SPECS = {
-    "s": ViTSpec(384, 12, 6),
-    "b": ViTSpec(768, 12, 12),
-    "l": ViTSpec(1024, 24, 16),
-    "g": ViTSpec(1536, 40, 24, ffn="swiglu"),
-}
 
 
 class PatchEmbed(nn.Module):

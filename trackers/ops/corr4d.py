@@ -6,7 +6,7 @@ track position ``p = coords[b, t, n]`` in frame ``t`` with the ``(2r+1)^2`` neig
 
     out[b, t, n, (h, w, i, j)] = < bilinear(fmap[b, t], p + (dx_h, dy_w)), support[b, n, (i, j)] >
 
-Conventions (those of the official model, see ``shared/reference/cotracker3.md`` (b)):
+Conventions (those of the official CoTracker3 model):
 
 * ``fmap`` is one pyramid level, ``(B, T, C, H, W)``; ``coords`` are ``(x, y)`` in that level's pixels with pixel
   centres at integers (``align_corners=True``), and samples outside the map take the nearest border pixel

@@ -5,7 +5,7 @@ and returns their weighted sum::
 
     out[n, q, m*C + c] = sum_{l, p} A[n, q, m, l, p] * bilinear(value_l[n, :, :, m, c], loc[n, q, m, l, p])
 
-Conventions (``shared/reference/detrack.md`` section 4):
+Conventions (those of Deformable-DETR's reference implementation):
 
 * ``value`` ``(N, S, M, C)`` with ``S = sum_l H_l * W_l``; each level is flattened row-major (``h * W + w``) and the
   levels are concatenated starting at ``level_start_index``.

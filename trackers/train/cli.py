@@ -2,7 +2,8 @@
 
 Examples::
 
-    trackers-train --help                                  # lists the recipes
+    trackers-train --help                                  # lists the recipes (and `eval`)
+    trackers-train eval points --data synthetic:20 --model lk   # evaluation runners
     trackers-train point --help                            # every option with its default
     trackers-train point --config run.yaml --lr 2e-4       # YAML file, overridden by the command line
     trackers-train point --output-dir runs/a --resume      # continue from the newest checkpoint of runs/a
@@ -41,6 +42,9 @@ def build_parser(load_recipes: Optional[List[str]] = None) -> argparse.ArgumentP
         p = sub.add_parser(name, help=summary, description=sys.modules[cls.__module__].__doc__ or cls.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_arguments(p, cls.config_class)
+    # evaluation and pseudo-labelling share the command but are not recipes; their options live with the runner
+    sub.add_parser("eval", help="evaluate a tracker on TAP-Vid / GOT-10k / LaSOT / synthetic data, or label "
+                                "videos (`trackers-train eval --help`)", add_help=False)
     return parser
 
 
@@ -49,6 +53,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # import only the chosen recipe (each recipe may pull in heavy modules)
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen == "eval":
+        from trackers.train.eval.runner import main_eval
+
+        return main_eval(argv[argv.index("eval") + 1:])
     parser = build_parser([chosen] if chosen in RECIPES else [])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

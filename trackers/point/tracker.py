@@ -8,22 +8,23 @@ Quick start::
     result = tracker.track(video, queries=[[0, 120.0, 64.0]])   # (t, x, y) per point
 
     online = trackers.PointTracker.from_pretrained("cotracker3-online")
-    session = online.stream(grid_size=10)
-    for frame in camera:                                        # any number of frames per call
-        session.step(frame)
-    result = session.close()                                    # flushes the last frames
+    with online.stream(grid_size=10) as session:
+        for frame in camera:                                    # any number of frames per call
+            new = session.step(frame)                           # frames this call produced or revised
+    result = session.results()                                  # the whole stream (close() ran the last window)
 
-Behaviour matches the official predictors (``shared/reference/cotracker3.md`` (d)): frames are resized to the model
-resolution (384x512, bilinear, ``align_corners=True``), query coordinates are rescaled with ``(W'-1)/(W-1)`` and
-results mapped back. Offline: ``visible = visibility > 0.9``, each query's own frame is reset to the query point and
-marked visible, and a 6x6 "support grid" of extra queries is tracked alongside explicit queries (and removed from the
-output). Online: ``visible = visibility * confidence > 0.6``, no support grid unless asked for, no query-frame reset.
-``PointTracks`` always keeps both probabilities.
+Behaviour matches the official CoTracker3 predictors: frames are resized to the model resolution (384x512,
+bilinear, ``align_corners=True``), query coordinates are rescaled with ``(W'-1)/(W-1)`` and results mapped back.
+Offline: ``visible = visibility > 0.9``, each query's own frame is reset to the query point and marked visible, and
+a 6x6 "support grid" of extra queries is tracked alongside explicit queries (and removed from the output).
+Online: ``visible = visibility * confidence > 0.6``, no support grid unless asked for, no query-frame reset.
+``PointTracks`` always keeps both probabilities. These choices are the tracker's :class:`PointSettings`.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
+import copy
+import os
+from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -31,42 +32,107 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trackers.base import Tracker
+from trackers.base import Settings, Stream, Tracker
 from trackers.models.cotracker3 import (CoTracker3, CoTrackerConfig, OnlineState, channels_last, grid_points,
                                         pad_frames)
 from trackers.results import PointTracks
 from trackers.video import as_frame, as_video
+from trackers.errors import InputError
 
-__all__ = ["PointTracker", "PointStream"]
+__all__ = ["PointTracker", "PointStream", "PointSettings"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
-#: Offline visibility rule: sigmoid(vis) > 0.9 (the confidence head is ignored, as in the official predictor).
-OFFLINE_THRESHOLD = 0.9
-#: Online visibility rule: sigmoid(vis) * sigmoid(conf) > 0.6.
-ONLINE_THRESHOLD = 0.6
+
+@dataclass(frozen=True)
+class PointSettings(Settings):
+    """How :class:`PointTracker` runs the network (defaults: the official predictors).
+
+    Attributes:
+        iters: refinement iterations per window.
+        support_grid_size: side of the extra grid of context points tracked alongside explicit queries or a
+            mask (removed from the output); used by default by offline models.
+        offline_threshold: offline visibility rule ``visibility > offline_threshold`` (the confidence head is
+            ignored, as in the official offline predictor).
+        online_threshold: online rule ``visibility * confidence > online_threshold``.
+    """
+
+    iters: int = 6
+    support_grid_size: int = 6
+    offline_threshold: float = 0.9
+    online_threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        _check_iters(self.iters, "PointSettings.iters")
+        v = self.support_grid_size
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InputError(f"PointSettings.support_grid_size must be an int >= 1, got {v!r}")
+        for name in ("offline_threshold", "online_threshold"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise InputError(f"PointSettings.{name} must be a probability in [0, 1], got {v!r}")
+
+
+def _check_iters(iters: Any, name: str = "iters") -> int:
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise InputError(f"{name} must be an int >= 1, got {iters!r}")
+    return int(iters)
+
+
+# A coarse upper bound of the network's working memory per tracked (frame, point) pair at inference: the
+# transformer's tokens and their attention/MLP intermediates (~12 floats per hidden unit).
+_BYTES_PER_TOKEN_PER_HIDDEN = 48
+
+
+def _check_memory(num_points: int, num_frames: int, cfg: CoTrackerConfig, what: str) -> None:
+    """Refuse a request whose working set cannot fit in this machine's memory, before allocating anything."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    frames = num_frames if not cfg.online else min(num_frames, cfg.window_len)
+    need = num_points * frames * cfg.hidden_size * _BYTES_PER_TOKEN_PER_HIDDEN
+    if need > total:
+        raise InputError(
+            f"{what} asks for {num_points} points over {frames} frames, about {need / 2**30:.0f} GiB of working "
+            f"memory; this machine has {total / 2**30:.0f} GiB. Track fewer points (a smaller grid_size) or fewer "
+            "frames at once (an online model streams with bounded memory)."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------- input checks
+def _numeric(value: Any, name: str, what: str) -> Tensor:
+    """Any array-like -> tensor, with an error naming the argument (not numpy's or torch's wording)."""
+    if isinstance(value, Tensor):
+        return value
+    try:
+        arr = np.asarray(value)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {arr.dtype}")
+        return torch.as_tensor(arr)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{name} must be {what}; could not read {value!r:.80} as numbers ({err})") from None
+
+
 def _as_queries(queries: ArrayLike) -> Tensor:
-    q = torch.as_tensor(np.asarray(queries) if not isinstance(queries, Tensor) else queries)
+    q = _numeric(queries, "queries", "an (N, 3) array of (t, x, y) rows")
     if q.dim() == 3 and q.shape[0] == 1:
         q = q[0]
     if q.dim() != 2 or q.shape[-1] != 3:
-        raise ValueError(f"queries must have shape (N, 3) with rows (t, x, y); got {tuple(q.shape)}")
+        raise InputError(f"queries must have shape (N, 3) with rows (t, x, y); got {tuple(q.shape)}")
     if q.shape[0] == 0:
-        raise ValueError("queries is empty; pass at least one (t, x, y) row or use grid_size")
+        raise InputError("queries is empty; pass at least one (t, x, y) row or use grid_size")
     if not (q.is_floating_point() or q.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
-        raise ValueError(f"queries must be numeric, got dtype {q.dtype}")
+        raise InputError(f"queries must be numeric, got dtype {q.dtype}")
     q = q.detach().to("cpu", torch.float32)
     if not torch.isfinite(q).all():
-        raise ValueError("queries contain NaN or inf")
+        raise InputError("queries contain NaN or inf")
     t = q[:, 0]
     if (t != t.round()).any():
         bad = q[(t != t.round()).nonzero()[0, 0]].tolist()
-        raise ValueError(f"query frame indices must be integers; got t={bad[0]} in row {bad}")
+        raise InputError(f"query frame indices must be integers; got t={bad[0]} in row {bad}")
     if (t < 0).any():
-        raise ValueError(f"query frame indices must be >= 0; got t={float(t.min())}")
+        raise InputError(f"query frame indices must be >= 0; got t={float(t.min())}")
     return q
 
 
@@ -76,23 +142,23 @@ def _check_in_frame(q: Tensor, H: int, W: int, num_frames: Optional[int]) -> Non
     outside = (x < -0.5) | (x > W - 0.5) | (y < -0.5) | (y > H - 0.5)
     if outside.any():
         i = int(outside.nonzero()[0, 0])
-        raise ValueError(f"query {i} (t, x, y) = {q[i].tolist()} lies outside the {W}x{H} frame "
+        raise InputError(f"query {i} (t, x, y) = {q[i].tolist()} lies outside the {W}x{H} frame "
                          f"(x must be in [-0.5, {W - 0.5}], y in [-0.5, {H - 0.5}])")
     if num_frames is not None and (t > num_frames - 1).any():
         i = int((t > num_frames - 1).nonzero()[0, 0])
-        raise ValueError(f"query {i} has frame t={int(t[i])} but the video has {num_frames} frames (t <= "
+        raise InputError(f"query {i} has frame t={int(t[i])} but the video has {num_frames} frames (t <= "
                          f"{num_frames - 1})")
 
 
 def _check_grid(grid_size: Any, grid_query_frame: Any) -> Tuple[int, int]:
     if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)):
-        raise ValueError(f"grid_size must be an int, got {grid_size!r}")
+        raise InputError(f"grid_size must be an int, got {grid_size!r}")
     if grid_size < 0:
-        raise ValueError(f"grid_size must be >= 0, got {grid_size}")
+        raise InputError(f"grid_size must be >= 0, got {grid_size}")
     if isinstance(grid_query_frame, bool) or not isinstance(grid_query_frame, (int, np.integer)):
-        raise ValueError(f"grid_query_frame must be an int, got {grid_query_frame!r}")
+        raise InputError(f"grid_query_frame must be an int, got {grid_query_frame!r}")
     if grid_query_frame < 0:
-        raise ValueError(f"grid_query_frame must be >= 0, got {grid_query_frame}")
+        raise InputError(f"grid_query_frame must be >= 0, got {grid_query_frame}")
     return int(grid_size), int(grid_query_frame)
 
 
@@ -100,22 +166,29 @@ def _check_request(queries: Any, grid_size: Any, grid_query_frame: Any, segm_mas
     """Exactly one way of choosing points: explicit queries, or a grid (optionally filtered by a mask)."""
     grid_size, grid_query_frame = _check_grid(grid_size, grid_query_frame)
     if queries is not None and grid_size > 0:
-        raise ValueError("pass either queries or grid_size, not both")
+        raise InputError("pass either queries or grid_size, not both")
     if queries is not None and segm_mask is not None:
-        raise ValueError("segm_mask selects grid points; it cannot be combined with explicit queries")
+        raise InputError("segm_mask selects grid points; it cannot be combined with explicit queries")
     if queries is None and grid_size == 0:
-        raise ValueError("nothing to track: pass queries (N, 3) or grid_size > 0")
+        raise InputError("nothing to track: pass queries (N, 3) or grid_size > 0")
+    if grid_size > _MAX_GRID:
+        raise InputError(f"grid_size={grid_size} asks for {grid_size ** 2} points; the limit is {_MAX_GRID} "
+                         f"({_MAX_GRID ** 2} points)")
     return grid_size, grid_query_frame
 
 
+# Beyond this a grid's query table alone is hundreds of MB; every real use is far below it.
+_MAX_GRID = 1000
+
+
 def _as_mask(mask: ArrayLike, H: int, W: int) -> Tensor:
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).detach().cpu()
+    m = _numeric(mask, "segm_mask", "an (H, W) array").detach().cpu()
     while m.dim() > 2 and m.shape[0] == 1:
         m = m[0]
     if m.dim() != 2:
-        raise ValueError(f"segm_mask must be (H, W) (optionally with leading 1s); got shape {tuple(m.shape)}")
+        raise InputError(f"segm_mask must be (H, W) (optionally with leading 1s); got shape {tuple(m.shape)}")
     if tuple(m.shape) != (H, W):
-        raise ValueError(f"segm_mask has size {tuple(m.shape)} but the frames are {(H, W)}")
+        raise InputError(f"segm_mask has size {tuple(m.shape)} but the frames are {(H, W)}")
     return m.float()
 
 
@@ -123,10 +196,10 @@ class _Plan:
     """Queries of one tracking job at model resolution: user queries or grid, then the optional support grid."""
 
     def __init__(self, cfg: CoTrackerConfig, H: int, W: int, queries: Optional[Tensor], grid_size: int,
-                 grid_query_frame: int, segm_mask: Optional[Tensor], support_grid: bool):
+                 grid_query_frame: int, segm_mask: Optional[Tensor], support_grid: bool, support_grid_size: int):
         mh, mw = cfg.model_resolution
         if H < 2 or W < 2:
-            raise ValueError(f"frames must be at least 2x2 pixels, got {H}x{W}")
+            raise InputError(f"frames must be at least 2x2 pixels, got {H}x{W}")
         self.H, self.W = H, W
         # same float32 scale factors as the official predictors (model <- input and back)
         self.to_model = torch.tensor([(mw - 1) / (W - 1), (mh - 1) / (H - 1)], dtype=torch.float32)
@@ -142,12 +215,12 @@ class _Plan:
                 keep = small[pts[:, 1].round().long(), pts[:, 0].round().long()] != 0
                 pts = pts[keep]
                 if pts.shape[0] == 0:
-                    raise ValueError("segm_mask covers none of the grid points; use a larger mask or grid_size")
+                    raise InputError("segm_mask covers none of the grid points; use a larger mask or grid_size")
             model_q = torch.cat([torch.full_like(pts[:, :1], float(grid_query_frame)), pts], dim=1)
             self.user_queries = torch.cat([model_q[:, :1], model_q[:, 1:] * self.to_input], dim=1)
         self.num_user = model_q.shape[0]
         if support_grid:
-            g = grid_points(cfg.support_grid_size, (mh, mw))
+            g = grid_points(support_grid_size, (mh, mw))
             model_q = torch.cat([model_q, torch.cat([torch.zeros_like(g[:, :1]), g], 1)], 0)
         self.model_queries = model_q
 
@@ -186,6 +259,8 @@ class PointTracker(Tracker):
 
     config_class = CoTrackerConfig
     model_class = CoTracker3
+    settings_class = PointSettings
+    task = "points"
 
     @property
     def online(self) -> bool:
@@ -218,7 +293,7 @@ class PointTracker(Tracker):
                 it the offline model still estimates earlier frames, the online model does not see them.
             support_grid: add the 6x6 context grid (removed from the output). Default: the official behaviour,
                 i.e. offline with ``queries`` or ``segm_mask``; online never.
-            iters: refinement iterations (default 6, as the official predictors).
+            iters: refinement iterations (default ``settings.iters``: 6, as the official predictors).
 
         Returns:
             :class:`~trackers.results.PointTracks` with ``tracks (T, N, 2)``, ``visibility``/``confidence``
@@ -228,9 +303,15 @@ class PointTracker(Tracker):
             ValueError: bad frames, queries outside the frames or the clip, non-integer query frames, a negative
                 ``grid_size``, neither queries nor a grid, both at once, or a mask of the wrong size.
         """
+        iters = self._iters(iters)
+        if isinstance(video, (str, os.PathLike)):
+            from trackers.io import read_video
+
+            video = read_video(video)
         v = as_video(video)
         T, _, H, W = v.shape
         plan = self._plan(H, W, T, queries, grid_size, grid_query_frame, segm_mask, support_grid)
+        _check_memory(plan.model_queries.shape[0], T, self.config, "track()")
         with torch.inference_mode():
             if self.online:
                 out = self._track_online(v, plan, iters)
@@ -249,11 +330,15 @@ class PointTracker(Tracker):
             q = _as_queries(queries)
             _check_in_frame(q, H, W, T)
         elif T is not None and grid_query_frame > T - 1:
-            raise ValueError(f"grid_query_frame={grid_query_frame} but the video has {T} frames")
+            raise InputError(f"grid_query_frame={grid_query_frame} but the video has {T} frames")
         mask = None if segm_mask is None else _as_mask(segm_mask, H, W)
         if support_grid is None:
             support_grid = (not self.online) and (q is not None or mask is not None)
-        return _Plan(self.config, H, W, q, grid_size, grid_query_frame, mask, bool(support_grid))
+        return _Plan(self.config, H, W, q, grid_size, grid_query_frame, mask, bool(support_grid),
+                     self.settings.support_grid_size)
+
+    def _iters(self, iters: Optional[int]) -> int:
+        return self.settings.iters if iters is None else _check_iters(iters)
 
     @staticmethod
     def _reversed(plan: _Plan, T: int) -> _Plan:
@@ -262,8 +347,7 @@ class PointTracker(Tracker):
         The support points (context only) stay at the first frame, where the online model can use them from the
         first window on; the official offline predictor, which sees the whole clip anyway, reverses them too.
         """
-        rev = _Plan.__new__(_Plan)
-        rev.__dict__.update(plan.__dict__)
+        rev = copy.copy(plan)
         mq = plan.model_queries.clone()
         mq[:plan.num_user, 0] = T - 1 - mq[:plan.num_user, 0]
         rev.model_queries = mq
@@ -287,20 +371,21 @@ class PointTracker(Tracker):
             out = _merge_backward(out, rev, plan.model_queries[:, 0])
         return out
 
-    def _track_online(self, v: Tensor, plan: _Plan, iters: Optional[int]):
-        session = PointStream(self, _plan=plan, iters=iters)
+    def _track_online(self, v: Tensor, plan: _Plan, iters: int):
+        session = PointStream(self, iters=iters, plan=plan)
         # feed the clip a window-step at a time so that only a few frames are resized at once
         for a in range(0, v.shape[0], session.step_size):
-            session.step(v[a:a + session.step_size], return_tracks=False)
-        session.close(return_tracks=False)
-        return session._raw_outputs()
+            session._feed(v[a:a + session.step_size])
+        session._finish()
+        session._closed = True
+        return session._raw_outputs(0, session._done)
 
     def _finish(self, out: Tuple[Tensor, Tensor, Tensor], plan: _Plan, T: int) -> PointTracks:
         tracks, vis, conf = (x[:, :plan.num_user].float() for x in out)
         if self.online:
-            visible = vis * conf > ONLINE_THRESHOLD
+            visible = vis * conf > self.settings.online_threshold
         else:
-            visible = vis > OFFLINE_THRESHOLD
+            visible = vis > self.settings.offline_threshold
             # the official offline predictor resets each query's own frame to the query point, visible
             mq = plan.model_queries[:plan.num_user]
             t = mq[:, 0].long()
@@ -332,17 +417,18 @@ class PointTracker(Tracker):
         future: a point starts being tracked when its frame arrives.
         """
         if not self.online:
-            raise ValueError("stream() needs an online model (e.g. 'cotracker3-online'); this one is offline, "
+            raise InputError("stream() needs an online model (e.g. 'cotracker3-online'); this one is offline, "
                              "use track()")
         grid_size, grid_query_frame = _check_request(queries, grid_size, grid_query_frame, segm_mask)
         q = None if queries is None else _as_queries(queries)
-        session = PointStream(self, iters=iters, _pending=(q, grid_size, grid_query_frame, segm_mask, support_grid))
+        session = PointStream(self, iters=self._iters(iters),
+                              request=(q, grid_size, grid_query_frame, segm_mask, support_grid))
         if image_size is not None:
-            session._setup(int(image_size[0]), int(image_size[1]))
+            session.set_image_size(image_size)
         return session
 
 
-class PointStream:
+class PointStream(Stream):
     """A live tracking session of an online :class:`PointTracker` (create it with :meth:`PointTracker.stream`).
 
     Frames arrive through :meth:`step` in any number per call. The model works in windows of ``S = 16`` frames that
@@ -352,36 +438,36 @@ class PointStream:
     official README loop, so the final tracks equal the official online predictor's. Each frame goes through the
     CNN once (the official code encodes the overlapping half of every window twice; the result is the same).
 
+    :meth:`step` returns the frames whose estimates this call produced or revised (``start_frame`` = the first; no
+    frames when no window was complete yet); :meth:`results` returns all frames so far.
+
     Points are identified by integer ids (``queries`` given at creation get ``0..N-1``; :meth:`add_queries` returns
     the new ones); results list the active points in id order (:attr:`ids`).
     """
 
-    def __init__(self, tracker: PointTracker, *, iters: Optional[int] = None, _plan: Optional[_Plan] = None,
-                 _pending=None):
+    def __init__(self, tracker: PointTracker, *, iters: int, plan: Optional[_Plan] = None,
+                 request: Optional[tuple] = None):
+        super().__init__()
         self.tracker = tracker
         self.model: CoTracker3 = tracker.model
         cfg = self.model.config
         self.iters = iters
         self.window = cfg.window_len
         self.step_size = self.window // 2
-        self._pending = _pending
+        self._request = request            # (queries, grid_size, grid_query_frame, mask, support_grid) until sized
         self._plan: Optional[_Plan] = None
         self._state: Optional[OnlineState] = None
         self._ids: List[int] = []          # id of each model query; -1 for support points
         self._next_id = 0
         self._frames: List[Tensor] = []    # resized frames not yet through the CNN
         self._cache: Optional[Tensor] = None  # features of frames [state.next_frame, ...)
-        self._seen = 0
         self._done = 0                     # frames covered by windows run so far
-        self._closed = False
         # output history in model pixels, (capacity, ids) -- grows by doubling
-        self._hist_tracks = torch.zeros(0, 0, 2)
-        self._hist_vis = torch.zeros(0, 0)
-        self._hist_conf = torch.zeros(0, 0)
+        self._hist = {"tracks": torch.zeros(0, 0, 2), "vis": torch.zeros(0, 0), "conf": torch.zeros(0, 0)}
         self._id_cols: dict = {}
         self._queries_input: dict = {}
-        if _plan is not None:
-            self._use_plan(_plan)
+        if plan is not None:
+            self._use_plan(plan)
 
     # --------------------------------------------------------------------------------------------- setup
     def _use_plan(self, plan: _Plan) -> None:
@@ -394,19 +480,28 @@ class PointStream:
         self._state = self.model.online_init(plan.model_queries[None].to(self.tracker.device))
         self._grow_history(0, plan.num_user)
 
+    def set_image_size(self, image_size: Tuple[int, int]) -> None:
+        """Fix the frame size ``(H, W)`` before the first frame, so queries can be checked and added early."""
+        try:
+            h, w = (int(v) for v in image_size)
+        except (TypeError, ValueError):
+            raise InputError(f"image_size must be (H, W), got {image_size!r}") from None
+        self._setup(h, w)
+
     def _setup(self, H: int, W: int) -> None:
         if self._plan is not None:
             if (H, W) != (self._plan.H, self._plan.W):
-                raise ValueError(f"frames of size {H}x{W} after frames of size {self._plan.H}x{self._plan.W}")
+                raise InputError(f"frames of size {H}x{W} after frames of size {self._plan.H}x{self._plan.W}")
             return
-        q, grid_size, gqf, mask, support_grid = self._pending
+        q, grid_size, gqf, mask, support_grid = self._request
         if q is not None:
             _check_in_frame(q, H, W, None)
         m = None if mask is None else _as_mask(mask, H, W)
-        if support_grid is None:
-            support_grid = False
-        self._use_plan(_Plan(self.model.config, H, W, q, grid_size, gqf, m, bool(support_grid)))
-        self._pending = None
+        plan = _Plan(self.model.config, H, W, q, grid_size, gqf, m, bool(support_grid),
+                     self.tracker.settings.support_grid_size)
+        _check_memory(plan.model_queries.shape[0], self.window, self.model.config, "stream()")
+        self._use_plan(plan)
+        self._request = None
 
     @property
     def ids(self) -> List[int]:
@@ -415,18 +510,20 @@ class PointStream:
 
     @property
     def num_frames(self) -> int:
-        """Frames received so far."""
-        return self._seen
+        """Frames received so far (same as :attr:`frame_index`)."""
+        return self.frame_index
 
     # --------------------------------------------------------------------------------------------- frames
-    def step(self, frames: Any, *, return_tracks: bool = True) -> Optional[PointTracks]:
-        """Feed the next frame(s): one ``(H, W, 3)``/``(3, H, W)`` frame or a clip ``(T, ...)``.
+    def _step(self, frames: Any) -> PointTracks:
+        before = self._done
+        first = self._feed(frames)
+        return self.results(start=min(first, before) if first is not None else self._done)
 
-        Returns the tracks of every frame processed so far (``None`` with ``return_tracks=False``, which saves a
-        copy of the history).
-        """
-        if self._closed:
-            raise ValueError("this stream is closed")
+    def _feed(self, frames: Any) -> Optional[int]:
+        """Take frames and run every complete window; returns the first frame a window revised (or ``None``)."""
+        if isinstance(frames, (Tensor, np.ndarray)) and frames.ndim not in (3, 4):
+            raise InputError(f"frames must be one frame, (H, W, 3) or (3, H, W), or a clip (T, ...); got shape "
+                             f"{tuple(frames.shape)}")
         if isinstance(frames, (Tensor, np.ndarray)) and frames.ndim == 3:
             x = as_frame(frames)[None]
         else:
@@ -435,23 +532,20 @@ class PointStream:
         size = self.model.config.model_resolution
         x = _resize(x.to(self.tracker.device), size)
         self._frames.extend(x.unbind(0))
-        self._seen += x.shape[0]
+        self.frame_index += x.shape[0]
+        first = None
         with torch.inference_mode():
-            while self._seen - self._state.next_frame >= self.window:
-                self._run_window(self.window)
-        return self.results() if return_tracks else None
+            while self.frame_index - self._state.next_frame >= self.window:
+                start = self._run_window(self.window)
+                first = start if first is None else first
+        return first
 
-    def close(self, *, return_tracks: bool = True) -> Optional[PointTracks]:
-        """Process the remaining frames (a last, partial window) and end the session."""
-        if self._closed:
-            raise ValueError("this stream is already closed")
+    def _finish(self) -> None:
         with torch.inference_mode():
-            if self._state is not None and self._seen > self._done:
-                self._run_window(self._seen - self._state.next_frame)
-        self._closed = True
-        return self.results() if return_tracks else None
+            if self._state is not None and self.frame_index > self._done:
+                self._run_window(self.frame_index - self._state.next_frame)
 
-    def _run_window(self, n_real: int) -> None:
+    def _run_window(self, n_real: int) -> int:
         st = self._state
         cached = 0 if self._cache is None else self._cache.shape[1]
         missing = n_real - cached  # frames of this window not yet through the CNN
@@ -467,6 +561,7 @@ class PointStream:
         self._done = ind + n_real
         drop = self._state.next_frame - ind
         self._cache = self._cache[:, drop:]
+        return ind
 
     # --------------------------------------------------------------------------------------------- queries
     def add_queries(self, queries: ArrayLike) -> List[int]:
@@ -475,38 +570,35 @@ class PointStream:
         ``t`` may not lie before the first frame of the next window (:attr:`earliest_query_frame`): earlier frames
         have been processed already.
         """
-        if self._closed:
-            raise ValueError("this stream is closed")
+        self._check_open()
         q = _as_queries(queries)
         if self._plan is None:
-            raise ValueError("add_queries needs the frame size: call step() with the first frame(s) first, or "
-                             "open the stream with image_size=(H, W)")
+            raise RuntimeError("add_queries needs the frame size: call step() with the first frame(s) first, or "
+                               "open the stream with image_size=(H, W)")
         _check_in_frame(q, self._plan.H, self._plan.W, None)
         first = self.earliest_query_frame
         if (q[:, 0] < first).any():
-            raise ValueError(f"query frame {int(q[:, 0].min())} has already been processed; new queries need "
+            raise InputError(f"query frame {int(q[:, 0].min())} has already been processed; new queries need "
                              f"t >= {first}")
         mq = q.clone()
         mq[:, 1:] *= self._plan.to_model
         self._state = self._state.extend(mq[None].to(self.tracker.device), self.model)
         new_ids = list(range(self._next_id, self._next_id + q.shape[0]))
         self._next_id += q.shape[0]
-        # keep support points last so that user columns stay in id order
         self._ids = self._ids + new_ids
         for i, row in zip(new_ids, q):
             self._queries_input[i] = row
-        self._grow_history(self._hist_tracks.shape[0], len(self._id_cols) + len(new_ids))
+        self._grow_history(self._hist["tracks"].shape[0], len(self._id_cols) + len(new_ids))
         return new_ids
 
     def remove(self, ids: Union[int, Sequence[int]]) -> None:
         """Stop tracking the points with these ids (they disappear from later results)."""
-        if self._closed:
-            raise ValueError("this stream is closed")
+        self._check_open()
         ids = [int(ids)] if isinstance(ids, (int, np.integer)) else [int(i) for i in ids]
         active = set(self.ids)
         unknown = [i for i in ids if i not in active]
         if unknown:
-            raise ValueError(f"unknown or already removed point ids: {unknown}")
+            raise InputError(f"unknown or already removed point ids: {unknown}")
         drop = set(ids)
         keep = torch.tensor([i not in drop for i in self._ids])
         self._state = self._state.select(keep)
@@ -519,16 +611,15 @@ class PointStream:
 
     # --------------------------------------------------------------------------------------------- results
     def _grow_history(self, frames: int, columns: int) -> None:
-        cap_t, cap_n = self._hist_tracks.shape[:2]
+        cap_t, cap_n = self._hist["tracks"].shape[:2]
         new_t = cap_t if frames <= cap_t else max(frames, 2 * cap_t, 64)
         if new_t == cap_t and columns <= cap_n:
             return
         new_n = max(columns, cap_n)
-        for name, extra in (("_hist_tracks", (2,)), ("_hist_vis", ()), ("_hist_conf", ())):
-            old = getattr(self, name)
-            buf = torch.full((new_t, new_n) + extra, float("nan"))
+        for name, old in self._hist.items():
+            buf = torch.full((new_t, new_n) + old.shape[2:], float("nan"))
             buf[:old.shape[0], :old.shape[1]] = old
-            setattr(self, name, buf)
+            self._hist[name] = buf
         for i in self._ids:
             if i >= 0 and i not in self._id_cols:
                 self._id_cols[i] = len(self._id_cols)
@@ -539,27 +630,32 @@ class PointStream:
         user = torch.tensor([k for k, i in enumerate(self._ids) if i >= 0], dtype=torch.long)
         cols = torch.tensor([self._id_cols[i] for i in self._ids if i >= 0], dtype=torch.long)
         if cols.numel():
-            self._hist_tracks[start:start + n, cols] = coords[:, user].float()
-            self._hist_vis[start:start + n, cols] = torch.sigmoid(vis[:, user].float())
-            self._hist_conf[start:start + n, cols] = torch.sigmoid(conf[:, user].float())
+            self._hist["tracks"][start:start + n, cols] = coords[:, user].float()
+            self._hist["vis"][start:start + n, cols] = torch.sigmoid(vis[:, user].float())
+            self._hist["conf"][start:start + n, cols] = torch.sigmoid(conf[:, user].float())
 
-    def _raw_outputs(self) -> Tuple[Tensor, Tensor, Tensor]:
+    def _raw_outputs(self, a: int, b: int) -> Tuple[Tensor, Tensor, Tensor]:
         cols = torch.tensor([self._id_cols[i] for i in self.ids], dtype=torch.long)
-        T = self._done
-        return (self._hist_tracks[:T].index_select(1, cols), self._hist_vis[:T].index_select(1, cols),
-                self._hist_conf[:T].index_select(1, cols))
+        return tuple(self._hist[k][a:b].index_select(1, cols) for k in ("tracks", "vis", "conf"))
 
-    def results(self) -> PointTracks:
-        """Tracks of all frames processed so far (a copy), for the active points in :attr:`ids` order.
+    def results(self, start: int = 0) -> PointTracks:
+        """Tracks of the frames processed so far from ``start`` on (a copy), for the active points in
+        :attr:`ids` order; ``start_frame`` of the result is ``start``.
 
         Frames before a point was added are NaN with probability NaN and ``visible`` False.
         """
         if self._plan is None:
             empty = torch.zeros(0, 0)
             return PointTracks(tracks=torch.zeros(0, 0, 2), visibility=empty, visible=empty.bool(),
-                               queries=torch.zeros(0, 3), confidence=empty.clone(), image_size=None)
-        tracks, vis, conf = self._raw_outputs()
-        visible = (vis * conf) > ONLINE_THRESHOLD
+                               queries=torch.zeros(0, 3), confidence=empty.clone(), image_size=None,
+                               start_frame=start)
+        start = min(max(int(start), 0), self._done)
+        tracks, vis, conf = self._raw_outputs(start, self._done)
+        visible = (vis * conf) > self.tracker.settings.online_threshold
         queries = torch.stack([self._queries_input[i] for i in self.ids]) if self.ids else torch.zeros(0, 3)
         return PointTracks(tracks=tracks * self._plan.to_input, visibility=vis, visible=visible, queries=queries,
-                           confidence=conf, image_size=(self._plan.H, self._plan.W))
+                           confidence=conf, image_size=(self._plan.H, self._plan.W), start_frame=start)
+
+    def __repr__(self) -> str:
+        return (f"PointStream(points={len(self.ids)}, frame_index={self.frame_index}, processed={self._done}"
+                f"{', closed' if self.closed else ''})")

@@ -1,6 +1,6 @@
-"""Single-object tracking (SOT) pipeline shared by the Siamese / one-stream box trackers (LoRAT, DETRack).
+"""Single-object tracking (SOT) pipeline shared by the one-stream box trackers (LoRAT, DETRack).
 
-The pipeline around the network, per stream:
+The pipeline around the network, per target:
 
 1. **Init** (:func:`init_stream`): validate the initial box, take the per-channel mean colour of the initial frame
    (it pads *every* later crop of the stream), crop the template around the box (``template_factor``, no minimum
@@ -8,7 +8,8 @@ The pipeline around the network, per stream:
 2. **Search** (:func:`search_crop`): crop the search region around the current box (``search_factor``, box side
    clamped to at least ``min_object_size`` around its centre).
 3. **Post-process** (:func:`select_box` then :func:`update_stream`): sigmoid the score logits, pick the cell that
-   maximises ``(1 - penalty) * p + penalty * hann``, decode that cell's box, map it back to the frame, clip it to the
+   maximises ``(1 - penalty) * p + penalty * hann`` (``window="blend"``, LoRAT) or ``p * hann``
+   (``window="multiply"``, OSTrack and DETRack), decode that cell's box, map it back to the frame, clip it to the
    image, and keep it as the new state only if it is valid (finite, positive size, inside the image).
 
 Crops are *pixel aligned*: the ideal similarity transform ``crop = frame * s + t`` is snapped so that whole input
@@ -17,24 +18,29 @@ no antialias) and the adjusted per-axis ``s'``, ``t'`` (float32) are what later 
 (ImageNet normalisation, Hann window from ``torch.hann_window(periodic=False)``) follows the LoRAT evaluation code.
 
 Boxes here are ``(x1, y1, x2, y2)`` in continuous pixel coordinates: pixel ``i`` covers ``[i, i + 1)``, so a box
-``(x, y, w, h)`` is ``(x, y, x + w, y + h)``. States are plain objects (:class:`SOTState`), one per stream, so one
-network can serve any number of streams and several streams can share one batched forward.
+``(x, y, w, h)`` is ``(x, y, x + w, y + h)``. A target's state is a frozen value (:class:`SOTState`) that each step
+replaces, so one network serves any number of targets and several targets share one batched forward.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple, Union
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trackers.base import Settings
+from trackers.errors import InputError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SOTSettings",
+    "CropSizes",
     "CropTransform",
     "SOTState",
     "check_init_box",
@@ -55,17 +61,51 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _RASTER_EPS = 1e-4
 
 
-@dataclass(frozen=True)
-class SOTSettings:
-    """Crop sizes and factors, minimum search size and window penalty of a one-stream tracker."""
+_WINDOWS = ("blend", "multiply")
 
-    template_size: int = 112
-    search_size: int = 224
+
+@dataclass(frozen=True)
+class SOTSettings(Settings):
+    """How a one-stream box tracker crops and picks its box (the crop *sizes* belong to the network).
+
+    Attributes:
+        template_factor: template crop side relative to the box (context-padded, SiamFC rule).
+        search_factor: search crop side relative to the box.
+        min_object_size: the box is widened to at least this many pixels per side before the search crop, so a
+            collapsed box still gets a sensible search region.
+        window_penalty: weight of the Hann window (cosine window) that favours small motions.
+        window: ``"blend"`` picks ``(1 - penalty) * p + penalty * hann`` (LoRAT); ``"multiply"`` picks
+            ``p * hann`` (OSTrack, DETRack), where ``window_penalty`` is unused.
+    """
+
     template_factor: float = 2.0
     search_factor: float = 4.0
     min_object_size: float = 10.0
     window_penalty: float = 0.45
-    template_grid: int = 8  # template patch grid side (for the foreground mask)
+    window: str = "blend"
+
+    def __post_init__(self) -> None:
+        for name in ("template_factor", "search_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                raise InputError(f"SOTSettings.{name} must be a positive number, got {v!r}")
+        v = self.min_object_size
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+            raise InputError(f"SOTSettings.min_object_size must be a number >= 0, got {v!r}")
+        v = self.window_penalty
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise InputError(f"SOTSettings.window_penalty must be in [0, 1], got {v!r}")
+        if self.window not in _WINDOWS:
+            raise InputError(f"SOTSettings.window must be one of {_WINDOWS}, got {self.window!r}")
+
+
+@dataclass(frozen=True)
+class CropSizes:
+    """Crop sizes a network expects: template and search sides in pixels, template patch-grid side."""
+
+    template: int
+    search: int
+    template_grid: int
 
 
 @dataclass
@@ -91,23 +131,23 @@ class CropTransform:
         return torch.stack([self.scale, self.translation]).double().numpy()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SOTState:
-    """Everything one stream needs between frames.
+    """Everything one target needs between frames (a value: each step returns a new one).
 
     ``box`` is the current target box (float64, frame pixels); ``fill`` the padding colour (init-frame mean,
-    float32 ``(3,)`` in 0..255); ``image_size`` ``(H, W)`` of the stream's frames; ``template`` holds the
-    model-specific template encoding (e.g. LoRAT's embedded template tokens); ``frame_index`` counts frames seen.
+    float32 ``(3,)`` in 0..255); ``image_size`` ``(H, W)`` of the frames; ``template`` the network's template
+    encoding (from the tracker's ``_encode_template`` hook, batch of one); ``template_mask`` the template's
+    foreground mask on its patch grid; ``score`` the confidence of the last step (1 after initialisation).
     """
 
     box: torch.Tensor
     fill: torch.Tensor
     image_size: Tuple[int, int]
+    template_transform: CropTransform
+    template_mask: torch.Tensor
     template: Any = None
-    frame_index: int = 0
-    last_score: float = 1.0
-    template_transform: Optional[CropTransform] = None
-    extra: dict = field(default_factory=dict)
+    score: float = 1.0
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -122,18 +162,18 @@ def check_init_box(box: Any, image_size: Tuple[int, int], name: str = "init_box"
         b = torch.tensor(np.asarray(box.detach().cpu() if isinstance(box, torch.Tensor) else box,
                                     dtype=np.float64))
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be 4 numbers (x1, y1, x2, y2), got {box!r}") from None
+        raise InputError(f"{name} must be 4 numbers (x1, y1, x2, y2), got {box!r}") from None
     if b.shape != (4,):
-        raise ValueError(f"{name} must be 4 numbers (x1, y1, x2, y2), got shape {tuple(b.shape)}")
+        raise InputError(f"{name} must be 4 numbers (x1, y1, x2, y2), got shape {tuple(b.shape)}")
     if not bool(torch.isfinite(b).all()):
-        raise ValueError(f"{name} must be finite, got {b.tolist()}")
+        raise InputError(f"{name} must be finite, got {b.tolist()}")
     x1, y1, x2, y2 = b.tolist()
     if x2 <= x1 or y2 <= y1:
         kind = "empty" if (x2 == x1 or y2 == y1) else "inverted"
-        raise ValueError(f"{name} {b.tolist()} is {kind}: need x2 > x1 and y2 > y1 (boxes are x1, y1, x2, y2)")
+        raise InputError(f"{name} {b.tolist()} is {kind}: need x2 > x1 and y2 > y1 (boxes are x1, y1, x2, y2)")
     h, w = image_size
     if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
-        raise ValueError(f"{name} {b.tolist()} lies outside the {w}x{h} (WxH) frame")
+        raise InputError(f"{name} {b.tolist()} lies outside the {w}x{h} (WxH) frame")
     return b
 
 
@@ -241,20 +281,21 @@ def template_foreground_mask(box: torch.Tensor, transform: CropTransform, crop_s
 # ---------------------------------------------------------------------------------------------- stream steps
 
 def init_stream(
-    frame: torch.Tensor, box: Any, settings: SOTSettings
-) -> Tuple[SOTState, torch.Tensor, torch.Tensor]:
-    """Start a stream on ``frame (3, H, W)`` (float, 0..255) with the initial ``box``.
+    frame: torch.Tensor, box: Any, settings: SOTSettings, sizes: CropSizes
+) -> Tuple[SOTState, torch.Tensor]:
+    """Start a target on ``frame (3, H, W)`` (float, 0..255) with the initial ``box``.
 
-    Returns the state, the normalised template crop ``(3, S_t, S_t)`` and its foreground mask ``(g, g)``.
+    Returns the state (``template`` still empty: the tracker encodes the crop) and the normalised template crop
+    ``(3, S_t, S_t)``; the foreground mask is ``state.template_mask``.
     """
     _, h, w = frame.shape
     b = check_init_box(box, (h, w))
     fill = frame.float().mean(dim=(1, 2))
-    scale, trans = crop_transform(b, settings.template_factor, settings.template_size)
-    crop, tf = pixel_aligned_crop(frame, scale, trans, settings.template_size, fill)
-    mask = template_foreground_mask(b, tf, settings.template_size, settings.template_grid)
-    state = SOTState(box=b, fill=fill, image_size=(h, w), template_transform=tf)
-    return state, normalize_image(crop), mask
+    scale, trans = crop_transform(b, settings.template_factor, sizes.template)
+    crop, tf = pixel_aligned_crop(frame, scale, trans, sizes.template, fill)
+    mask = template_foreground_mask(b, tf, sizes.template, sizes.template_grid)
+    state = SOTState(box=b, fill=fill, image_size=(h, w), template_transform=tf, template_mask=mask)
+    return state, normalize_image(crop)
 
 
 def _min_size_box(box: torch.Tensor, min_size: float) -> torch.Tensor:
@@ -265,39 +306,46 @@ def _min_size_box(box: torch.Tensor, min_size: float) -> torch.Tensor:
     return torch.tensor([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0], dtype=torch.float64)
 
 
-def search_crop(frame: torch.Tensor, state: SOTState, settings: SOTSettings) -> Tuple[torch.Tensor, CropTransform]:
-    """Normalised search crop ``(3, S, S)`` around the stream's current box, and its realised transform."""
+def search_crop(frame: torch.Tensor, state: SOTState, settings: SOTSettings, sizes: CropSizes
+                ) -> Tuple[torch.Tensor, CropTransform]:
+    """Normalised search crop ``(3, S, S)`` around the target's current box, and its realised transform."""
     h, w = state.image_size
     if tuple(frame.shape[-2:]) != (h, w):
-        raise ValueError(
+        raise InputError(
             f"frame size {tuple(frame.shape[-2:])} (H, W) differs from the stream's first frame {(h, w)}; "
             "all frames of a stream must have the same size"
         )
     box = _min_size_box(state.box, settings.min_object_size)
-    scale, trans = crop_transform(box, settings.search_factor, settings.search_size)
-    crop, tf = pixel_aligned_crop(frame, scale, trans, settings.search_size, state.fill)
+    scale, trans = crop_transform(box, settings.search_factor, sizes.search)
+    crop, tf = pixel_aligned_crop(frame, scale, trans, sizes.search, state.fill)
     return normalize_image(crop), tf
 
 
 def select_box(
-    score_map: torch.Tensor, boxes: torch.Tensor, window_penalty: float, crop_size: int
+    score_map: torch.Tensor, boxes: torch.Tensor, settings: SOTSettings, crop_size: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Pick one box per sample from a score map.
 
     ``score_map (B, H, W)`` logits and ``boxes (B, H, W, 4)`` normalised xyxy -> ``(B, 4)`` boxes in crop pixels
-    (float32) and ``(B,)`` confidences (sigmoid score at the chosen cell, without the window).
+    (float32) and ``(B,)`` confidences (sigmoid score at the chosen cell, without the window). Cells with a
+    ``-inf`` logit (no candidate there) can only win when no cell has a candidate.
     """
     b, h, w = score_map.shape
     p = score_map.float().sigmoid().reshape(b, -1)
     win = hann_window_2d(h, w, p.device).reshape(1, -1)
-    idx = (p * (1.0 - window_penalty) + win * window_penalty).argmax(dim=1)
+    if settings.window == "multiply":
+        idx = (p * win).argmax(dim=1)
+    else:
+        idx = (p * (1.0 - settings.window_penalty) + win * settings.window_penalty).argmax(dim=1)
     conf = p.gather(1, idx[:, None])[:, 0]
     chosen = boxes.float().reshape(b, -1, 4)[torch.arange(b, device=idx.device), idx]
     return chosen * float(crop_size), conf
 
 
-def update_stream(state: SOTState, crop_box: torch.Tensor, confidence: float, tf: CropTransform) -> torch.Tensor:
-    """Map ``crop_box`` back to the frame, clip it, update the state if valid; returns the frame box (float64)."""
+def update_stream(state: SOTState, crop_box: torch.Tensor, confidence: float, tf: CropTransform
+                  ) -> Tuple[SOTState, torch.Tensor]:
+    """Map ``crop_box`` back to the frame and clip it; returns the new state (box kept only if valid) and the
+    frame box (float64)."""
     h, w = state.image_size
     fb = tf.to_frame(crop_box.detach().cpu())
     fb[0::2] = fb[0::2].clamp(0.0, float(w))
@@ -305,11 +353,8 @@ def update_stream(state: SOTState, crop_box: torch.Tensor, confidence: float, tf
     x1, y1, x2, y2 = fb.tolist()
     valid = all(math.isfinite(v) for v in (x1, y1, x2, y2)) and x1 < x2 and y1 < y2
     # After clipping, a positive-size box necessarily overlaps the image.
-    if valid:
-        state.box = fb.clone()
-    state.frame_index += 1
-    state.last_score = float(confidence)
-    return fb
+    new = dataclasses.replace(state, box=fb.clone() if valid else state.box, score=float(confidence))
+    return new, fb
 
 
 def boxes_as_list(box: Any, n: int, name: str = "init_box") -> List[Any]:
@@ -318,10 +363,10 @@ def boxes_as_list(box: Any, n: int, name: str = "init_box") -> List[Any]:
     try:
         arr = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be 4 numbers (x1, y1, x2, y2), got {box!r}") from None
+        raise InputError(f"{name} must be 4 numbers (x1, y1, x2, y2), got {box!r}") from None
     if arr.shape == (4,):
         arr = np.broadcast_to(arr, (n, 4))
     if arr.shape != (n, 4):
-        raise ValueError(f"{name} must be 4 numbers (x1, y1, x2, y2) per video, shape (4,) or ({n}, 4); "
+        raise InputError(f"{name} must be 4 numbers (x1, y1, x2, y2) per video, shape (4,) or ({n}, 4); "
                          f"got shape {arr.shape}")
     return [arr[i] for i in range(n)]

@@ -1,4 +1,4 @@
-"""Registry, weight resolution and save/load round trips, on a tiny tracker defined here."""
+"""Registry, source parsing, weight resolution and save/load round trips, on a tiny tracker defined here."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import trackers
-from trackers import hub
+from trackers import registry
 from trackers.base import Tracker
 
 
@@ -74,20 +74,20 @@ def _fake_hub_cache(root: Path, repo: str, files: dict[str, Path]) -> Path:
 @pytest.fixture()
 def tiny_entry():
     name = "tiny-test-model"
-    entry = hub.ModelEntry(
+    entry = registry.ModelEntry(
         name=name,
         tracker=f"{__name__}:TinyTracker",
         config={"dim": 4, "depth": 3},
-        files={"weights": hub.WeightFile(REPO, "release.pth"), "extra": hub.WeightFile(REPO, "extra.safetensors")},
+        files={"weights": registry.hub_file(REPO, "release.pth"), "extra": registry.hub_file(REPO, "extra.safetensors")},
         converter=f"{__name__}:_convert",
         license="MIT",
         paper="none",
         description="a tiny test model",
     )
-    hub.list_models()  # load the zoo first so registration order does not matter
-    hub.register_model(entry)
+    registry.list_models()  # load the zoo first so registration order does not matter
+    registry.register_model(entry)
     yield entry
-    hub._REGISTRY.pop(name)
+    registry._REGISTRY.pop(name)
 
 
 @pytest.fixture()
@@ -126,7 +126,7 @@ def test_missing_local_path_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         TinyTracker.from_pretrained(str(tmp_path / "nope" / "model.safetensors"))
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        TinyTracker.from_pretrained("tiny", checkpoint=tmp_path / "missing.pth")
+        trackers.PointTracker.from_pretrained("cotracker3-offline", checkpoint=tmp_path / "missing.pth")
 
 
 def test_save_pretrained_round_trip(tmp_path):
@@ -171,7 +171,7 @@ def test_checkpoint_overrides_registry_file(tmp_path, tiny_entry, released):
 
 
 def test_offline_and_not_cached_gives_one_clear_error(tmp_path, tiny_entry):
-    with pytest.raises(hub.WeightsNotAvailableError) as info:
+    with pytest.raises(registry.WeightsNotAvailableError) as info:
         TinyTracker.from_pretrained(tiny_entry.name, cache_dir=tmp_path / "empty")
     msg = str(info.value)
     assert tiny_entry.name in msg and REPO in msg and "release.pth" in msg and "checkpoint=" in msg
@@ -185,7 +185,7 @@ def test_hf_hub_repo_in_our_format(tmp_path):
     t2 = TinyTracker.from_pretrained("hf-hub:acme/saved", cache_dir=cache)
     x = torch.randn(1, 4)
     torch.testing.assert_close(t2.model(x), t.model(x), rtol=0, atol=0)
-    with pytest.raises(hub.WeightsNotAvailableError, match="acme/absent"):
+    with pytest.raises(registry.WeightsNotAvailableError, match="acme/absent"):
         TinyTracker.from_pretrained("hf-hub:acme/absent", cache_dir=cache)
 
 
@@ -215,18 +215,18 @@ def test_pickles_are_loaded_weights_only(tmp_path):
     with open(p, "wb") as fh:
         pickle.dump({"w": _Evil()}, fh)
     with pytest.raises(ValueError, match="weights_only"):
-        hub.load_checkpoint_file(p)
+        registry.load_checkpoint_file(p)
 
 
 def test_safetensors_content_under_bin_name(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"a": torch.ones(2)}, str(tmp_path / "release.bin"))
-    assert torch.equal(hub.load_checkpoint_file(tmp_path / "release.bin")["a"], torch.ones(2))
+    assert torch.equal(registry.load_checkpoint_file(tmp_path / "release.bin")["a"], torch.ones(2))
 
 
 def test_normalize_state_dict_unwraps():
-    sd = hub.normalize_state_dict({"state_dict": {"module.a": torch.ones(1)}, "step": 3})
+    sd = registry.normalize_state_dict({"state_dict": {"module.a": torch.ones(1)}, "step": 3})
     assert list(sd) == ["a"]
 
 
@@ -247,3 +247,93 @@ def test_dtype_and_device_moves():
     assert t.dtype == torch.float32 and t.device.type == "cpu"
     with pytest.raises(ValueError, match="unsupported dtype"):
         t.to(dtype="int8")
+
+
+# ---------------------------------------------------------------------------------------------- parse_source
+
+def test_parse_source_is_the_one_rule(tmp_path, monkeypatch):
+    P = registry.parse_source
+    assert P("cotracker3-online") == registry.Source("registry", "cotracker3-online")
+    assert P("hf-hub:acme/model") == registry.Source("hub", "acme/model")
+    assert P("hf-hub:acme/model@v1.0") == registry.Source("hub", "acme/model", "v1.0")
+    for bad in ("hf-hub:acme", "hf-hub:/x", "hf-hub:a/b/c"):
+        with pytest.raises(ValueError, match="not a Hub id"):
+            P(bad)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    assert P(tmp_path / "folder") == registry.Source("dir", str(tmp_path / "folder"))
+    assert P(str(tmp_path / "w.safetensors")).kind == "file"
+    with pytest.raises(FileNotFoundError):
+        P("./missing-folder")
+    with pytest.raises(FileNotFoundError):
+        P("weights.pth")
+    with pytest.raises(ValueError, match="Did you mean"):
+        P("cotracker3-onlin")
+    for bad in ("", "   ", None, 3):
+        with pytest.raises(ValueError):
+            P(bad)
+    # A bare registry name means the registry even when a folder of that name exists; ./name is the folder.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cotracker3-online").mkdir()
+    assert P("cotracker3-online").kind == "registry"
+    assert P("./cotracker3-online").kind == "dir"
+    # An existing folder that is not a registry name is a folder.
+    assert P("folder").kind == "dir"
+
+
+def test_weight_file_sources(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="exactly one"):
+        registry.WeightFile("x.pth")
+    with pytest.raises(ValueError, match="exactly one"):
+        registry.WeightFile("x.pth", repo_id="a/b", url="https://example.invalid/x.pth")
+    # A file shipped inside a package loads with no network.
+    f = registry.package_file("trackers", "zoo.py")
+    assert f.kind == "package" and registry.fetch_file(f).is_file()
+    with pytest.raises(registry.WeightsNotAvailableError, match="missing from the installed package"):
+        registry.fetch_file(registry.package_file("trackers", "no-such-file.safetensors"))
+    # A manual file names the page and how to pass it.
+    with pytest.raises(registry.WeightsNotAvailableError, match="Download it from https://example.org/page"):
+        registry.fetch_file(registry.manual_file("https://example.org/page", "w.bin"), model_name="m")
+    # A URL file is served from the trackers cache when present, and offline mode never touches the network.
+    u = registry.url_file("https://example.invalid/models/w.safetensors")
+    assert u.filename == "w.safetensors"
+    (tmp_path / "url").mkdir()
+    (tmp_path / "url" / "w.safetensors").write_bytes(b"cached")
+    assert registry.fetch_file(u, cache_dir=tmp_path).read_bytes() == b"cached"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(registry.WeightsNotAvailableError, match="offline"):
+        registry.fetch_file(u, cache_dir=tmp_path / "empty")
+
+
+def test_no_network_fails_fast(tmp_path, monkeypatch):
+    """With no Hub reachable and offline mode unset, a download gives up in seconds, not after retries."""
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(registry, "_HUB_REACHABLE", None)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "ENDPOINT", "https://127.0.0.1:9")
+    t0 = time.perf_counter()
+    with pytest.raises(registry.WeightsNotAvailableError, match="offline"):
+        registry.fetch_file(registry.hub_file("facebook/cotracker3", "scaled_online.pth"),
+                            cache_dir=tmp_path, model_name="cotracker3-online")
+    assert time.perf_counter() - t0 < 5.0
+    monkeypatch.setattr(registry, "_HUB_REACHABLE", None)
+
+
+def test_every_registry_entry_is_loadable_data():
+    """Every entry's import strings resolve, its config builds, and its converter exists (timm-style walk)."""
+    import dataclasses
+
+    for name in trackers.list_models():
+        e = trackers.get_entry(name)
+        cls = e.tracker_class()
+        assert issubclass(cls, Tracker) and cls.__name__ == e.tracker_name
+        cfg, settings = cls._build(e.config, e.settings, {})
+        assert dataclasses.is_dataclass(cfg) and isinstance(settings, cls.settings_class)
+        if e.converter:
+            assert callable(registry.import_string(e.converter))
+        assert e.files["weights"].kind in ("hub", "url", "package", "manual")
+        assert e.license and e.paper and e.description

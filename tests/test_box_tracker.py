@@ -1,4 +1,4 @@
-"""LoRATracker API, the shared SOT pipeline and input validation, on a tiny random LoRAT."""
+"""The shared box-tracking base (pipeline, sessions, batching, input checks), exercised through a tiny LoRAT."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import trackers
+from _helpers import TINY_LORAT as TINY
 from trackers.results import BoxTracks
-from trackers.sot import (
+from trackers.box.pipeline import (
+    CropSizes,
     CropTransform,
     SOTSettings,
     check_init_box,
@@ -19,7 +21,6 @@ from trackers.sot import (
     template_foreground_mask,
 )
 
-TINY = dict(embed_dim=32, depth=2, num_heads=2, ffn_hidden=64, template_size=28, search_size=56)
 H, W = 60, 80
 BOX = (30.0, 20.0, 46.0, 34.0)
 
@@ -83,8 +84,8 @@ def test_template_mask_and_stream_init():
     expected[0:1, 1:3] = 1
     assert torch.equal(mask, expected)
     frame = torch.from_numpy(_video(1)[0]).permute(2, 0, 1).float()
-    settings = SOTSettings(template_size=28, search_size=56, template_grid=2)
-    state, z, m = init_stream(frame, BOX, settings)
+    state, z = init_stream(frame, BOX, SOTSettings(), CropSizes(template=28, search=56, template_grid=2))
+    m = state.template_mask
     assert z.shape == (3, 28, 28) and m.shape == (2, 2) and int(m.sum()) >= 1
     assert torch.allclose(state.fill, frame.mean(dim=(1, 2)))
     assert state.box.dtype == torch.float64 and state.box.tolist() == list(BOX)
@@ -124,7 +125,7 @@ def test_bad_frames(tracker):
         session.step(np.zeros((H + 2, W, 3), np.uint8))
     with pytest.raises(ValueError, match="3 RGB channels"):
         session.step(np.zeros((H, W, 4), np.uint8))
-    with pytest.raises(ValueError, match="3-D"):
+    with pytest.raises(ValueError, match="one frame"):
         session.step(np.zeros((W, 3), np.uint8))
     with pytest.raises(ValueError, match="3 RGB channels"):
         tracker.stream(np.zeros((H, W, 1), np.uint8), BOX)
@@ -137,9 +138,14 @@ def test_bad_frames(tracker):
     with pytest.raises(ValueError, match="sessions"):
         tracker.step_many([session], [])
     # The failed steps did not advance the session.
-    assert session.frame_index == 0
-    box, score = session.step(video[1])
-    assert session.frame_index == 1 and box.shape == (4,) and 0.0 <= score <= 1.0
+    assert session.frame_index == 1
+    step = session.step(video[1])
+    assert session.frame_index == 2 and step.boxes.shape == (1, 4) and step.start_frame == 1
+    assert 0.0 <= float(step.scores[0]) <= 1.0
+    final = session.close()
+    assert final.boxes.shape == (2, 4) and final.start_frame == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        session.step(video[2])
 
 
 # ---------------------------------------------------------------------------------------------- tracking API
@@ -164,10 +170,26 @@ def test_track_stream_and_batch_agree(tracker):
     s1, s2 = tracker.stream(video[0], BOX), tracker.stream(video[0], other_box)
     ref2 = tracker.track(video, other_box)
     for t in range(1, 6):
-        b1, _ = s1.step(video[t])
-        b2, _ = s2.step(video[t])
+        b1 = s1.step(video[t]).boxes[0]
+        b2 = s2.step(video[t]).boxes[0]
         assert torch.allclose(b1, res.boxes[t], atol=1e-3)
         assert torch.allclose(b2, ref2.boxes[t], atol=1e-3)
+    # ... and several steps at once give the same frames.
+    with tracker.stream(video[0], BOX) as s3:
+        chunk = s3.step(video[1:4])
+        assert chunk.start_frame == 1 and chunk.boxes.shape == (3, 4)
+        assert torch.allclose(chunk.boxes, res.boxes[1:4], atol=1e-3)
+    assert s3.closed and s3.results().boxes.shape == (4, 4)
+
+    # Several targets in one session (one forward per frame) equal single-target runs.
+    multi = tracker.track(video, [BOX, other_box])
+    assert multi.boxes.shape == (2, 6, 4) and multi.scores.shape == (2, 6)
+    assert torch.allclose(multi.boxes[0], res.boxes, atol=1e-3)
+    assert torch.allclose(multi.boxes[1], ref2.boxes, atol=1e-3)
+    with tracker.stream(video[0], [BOX, other_box]) as sm:
+        st = sm.step(video[1])
+        assert st.boxes.shape == (2, 1, 4) and sm.boxes.shape == (2, 4)
+        assert torch.allclose(st.boxes[:, 0], torch.stack([res.boxes[1], ref2.boxes[1]]), atol=1e-3)
 
     # A batch of clips (one batched forward per frame) equals separate runs.
     batch = np.stack([video, video[:, :, ::-1].copy()])
@@ -183,7 +205,8 @@ def test_track_stream_and_batch_agree(tracker):
     small = _video(2, h=40, w=50)
     sa, sb = tracker.stream(video[0], BOX), tracker.stream(small[0], (5.0, 5.0, 20.0, 20.0))
     out = tracker.step_many([sa, sb], [video[1], small[1]])
-    assert len(out) == 2 and torch.allclose(out[0][0], res.boxes[1], atol=1e-3)
+    assert len(out) == 2 and all(isinstance(o, BoxTracks) for o in out)
+    assert torch.allclose(out[0].boxes[0], res.boxes[1], atol=1e-3) and out[1].image_size == (40, 50)
 
 
 def test_target_leaving_the_frame_keeps_tracking(tracker):
@@ -192,13 +215,16 @@ def test_target_leaving_the_frame_keeps_tracking(tracker):
     assert res.boxes.shape == (12, 4) and bool(torch.isfinite(res.boxes).all())
     session = tracker.stream(video[0], (W - 6.0, 20.0, W + 10.0, 34.0))  # init box partly outside
     for t in range(1, 12):
-        box, score = session.step(video[t])
+        step = session.step(video[t])
+        box, score = step.boxes[0], float(step.scores[0])
         assert bool(torch.isfinite(box).all()) and 0.0 <= score <= 1.0
         assert box[0] >= 0 and box[2] <= W and box[1] >= 0 and box[3] <= H
     # A state box entirely outside the image (e.g. set by a user) still gives a crop and an answer.
-    session.state.box = torch.tensor([W + 50.0, H + 50.0, W + 60.0, H + 60.0], dtype=torch.float64)
-    box, score = session.step(video[0])
-    assert bool(torch.isfinite(box).all())
+    import dataclasses
+
+    outside = torch.tensor([W + 50.0, H + 50.0, W + 60.0, H + 60.0], dtype=torch.float64)
+    session.targets[0] = dataclasses.replace(session.targets[0], box=outside)
+    assert bool(torch.isfinite(session.step(video[0]).boxes).all())
 
 
 def test_bfloat16_runs_and_stays_close(tracker):
@@ -268,10 +294,30 @@ def test_registry_entries():
         e = trackers.get_entry(n)
         assert e.tracker_name == "LoRATracker" and set(e.files) == {"weights", "backbone"}
         assert e.converter == "trackers.models.lorat:convert_official_checkpoint"
-        assert "unverified" in e.description
+        assert e.files["weights"].kind == "manual" and e.files["backbone"].kind == "hub"
     e = trackers.get_entry("lorat-l-378")
-    assert e.config["search_size"] == 378 and e.config["embed_dim"] == 1024
-    assert e.files["backbone"].filename == "dinov2_vitl14_pretrain.pth"
+    assert e.config["search_size"] == 378 and e.config["embed_dim"] == 1024 and e.settings["search_factor"] == 5.0
+    assert e.files["backbone"].repo_id == "timm/vit_large_patch14_dinov2.lvd142m"
+
+
+def test_release_weights_need_a_manual_download():
+    with pytest.raises(trackers.WeightsNotAvailableError, match=r"base\.bin.*github.com/LitingLin/LoRAT.*checkpoint="):
+        trackers.LoRATracker.from_pretrained("lorat-b-224")
+
+
+def test_settings_live_beside_the_config(tracker, tmp_path):
+    video = _video(4)
+    folder = tracker.save_pretrained(tmp_path / "s")
+    wide = trackers.LoRATracker.from_pretrained(folder, search_factor=5.0, window_penalty=0.2)
+    assert wide.settings.search_factor == 5.0 and wide.settings.window_penalty == 0.2
+    assert not hasattr(wide.config, "search_factor")
+    assert wide.save_pretrained(tmp_path / "s2") and trackers.LoRATracker.from_pretrained(
+        tmp_path / "s2").settings.search_factor == 5.0
+    assert not torch.allclose(wide.track(video, BOX).boxes, tracker.track(video, BOX).boxes)
+    with pytest.raises(ValueError, match="unknown SOTSettings field"):
+        trackers.LoRATracker.from_pretrained(folder, serch_factor=5.0)
+    with pytest.raises(ValueError, match="window_penalty"):
+        trackers.LoRATracker.from_pretrained(folder, window_penalty=2.0)
 
 
 def test_release_file_without_backbone_is_a_clear_error(tmp_path):
@@ -281,7 +327,7 @@ def test_release_file_without_backbone_is_a_clear_error(tmp_path):
                "blocks.0.mlp.fc1.lora.A": torch.zeros(64, 768), "blocks.0.mlp.fc1.lora.B": torch.zeros(3072, 64)},
               str(tmp_path / "base.bin"))
     # Offline in tests: the registry's DINOv2 file cannot be fetched, and the error says what to pass.
-    with pytest.raises(trackers.WeightsNotAvailableError, match="backbone_checkpoint="):
+    with pytest.raises(trackers.WeightsNotAvailableError, match="checkpoints=.*backbone"):
         trackers.LoRATracker.from_pretrained("lorat-b-224", checkpoint=tmp_path / "base.bin")
     with pytest.raises(FileNotFoundError):
         trackers.LoRATracker.from_pretrained(
