@@ -45,8 +45,8 @@ from trackers.train.losses.point import PointLossConfig, point_losses
 
 __all__ = ["PointConfig", "PointRecipe", "MODEL_PRESETS", "make_synthetic_datasets"]
 
-#: Reduced CoTracker3 architectures (CoTrackerConfig fields). ``small`` is a 4.1 M-parameter model measured at about
-#: 0.45 steps/s on 2 CPU threads (16 frames, 64 queries); ``tiny`` is for tests (about 2 M parameters, most of
+#: Reduced CoTracker3 architectures (CoTrackerConfig fields). ``small`` has 4.8 M parameters and trains at about
+#: 0.24 steps/s on one (shared) CPU thread (16 frames, 64 queries, 4 updates); ``tiny`` is for tests (about 2 M, most of
 #: them in the CNN, whose internal widths are fixed).
 MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
     "small": dict(model_resolution=(128, 128), latent_dim=64, hidden_size=128, num_heads=4, depth=2,
