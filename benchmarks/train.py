@@ -9,7 +9,7 @@ from the start of its first loss computation to the end of the step.
 Rows:
 
 * ``small`` -- the ``small`` preset (128x128, latent 64, width 128, depth 2, 16 virtual tracks, 3 levels;
-  about 4 M parameters), 64 points, 4 updates: offline on 16-frame clips, online on 24-frame clips (two
+  4.8 M parameters), 64 points, 4 updates: offline on 16-frame clips, online on 24-frame clips (two
   windows of 16);
 * ``full`` -- the released CoTracker3 architecture (384x512, 25.4 M parameters), 8 frames (the online model pads
   them to one 16-frame window), 256 points, 4 updates: one step each. Memory grows with the frames (the CNN's
