@@ -11,7 +11,7 @@ import re
 
 import pytest
 import torch
-from _helpers import TINY_COTRACKER, TINY_LORAT, moving_square_video
+from _helpers import TINY_COTRACKER, TINY_DETRACK, TINY_LORAT, moving_square_video
 from conftest import REPO_ROOT
 
 import trackers
@@ -20,7 +20,7 @@ from trackers.io import write_video
 README = (REPO_ROOT / "README.md").read_text()
 SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
-TINY = {"PointTracker": dict(TINY_COTRACKER, window_len=16), "LoRATracker": TINY_LORAT}
+TINY = {"PointTracker": dict(TINY_COTRACKER, window_len=16), "LoRATracker": TINY_LORAT, "BoxTracker": TINY_DETRACK}
 
 
 def test_the_readme_has_snippets():
