@@ -14,6 +14,8 @@ __all__ = ["RECIPES", "get_recipe", "recipe_names"]
 RECIPES: Dict[str, Tuple[str, str]] = {
     "point": ("trackers.train.recipes.point:PointRecipe",
               "CoTracker3 point tracker, supervised on synthetic clips (paper section 3.3)"),
+    "point-pseudo": ("trackers.train.recipes.point_pseudo:PointPseudoRecipe",
+                     "CoTracker3 fine-tuning on real videos with pseudo-labels from frozen teachers (paper 3.1)"),
     "box": ("trackers.train.recipes.box:BoxRecipe",
             "DETRack box tracker: QFL + GIoU/L1, denoising groups, CE keep-rate warm-up (paper sections 3.4-3.6)"),
     "lora": ("trackers.train.recipes.lora:LoRARecipe",

