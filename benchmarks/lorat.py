@@ -242,7 +242,8 @@ def main() -> None:
     load1 = os.getloadavg()
 
     fp32_boxes = np.array(res["fp32"]["boxes"])
-    print(f"### LoRAT-B-224 on CPU ({a.threads} threads, 240x320 frames, {a.frames} tracked frames, median of last 10)\n")
+    print(f"### LoRAT-B-224 on CPU ({a.threads} threads, 240x320 frames, {a.frames} tracked frames, "
+          "median of last 10)\n")
     print("| config | s/frame (median) | s/frame (min) | CPU s/frame | x official 0.219 s | forward s | peak RSS GiB "
           "| max box diff px |")
     print("|---|---|---|---|---|---|---|---|")

@@ -2,8 +2,9 @@
 
 Every configuration runs in a fresh subprocess (so peak RSS = ``ru_maxrss`` of that run) with
 ``torch.set_num_threads(threads)``: 1 warm-up + ``--repeats`` timed runs, median reported. Weights are the tests'
-deterministic synthetic ones (``tests/golden_weights.py`` over ``tests/data/cotracker3/state_dict_{offline,online}.tsv``,
-seed 0 -- the weights the official timings below were also taken with); speed does not depend on them. Video: the
+deterministic synthetic ones (``tests/golden_weights.py`` over
+``tests/data/cotracker3/state_dict_{offline,online}.tsv``, seed 0 -- the weights the official timings below were
+also taken with); speed does not depend on them. Video: the
 24-frame 240x320 golden clip of ``tests/data/cotracker3/golden_offline_predictor_queries.npz``, resized (bilinear) to
 384x512 and, for longer runs, played forwards and backwards in a loop.
 
@@ -222,8 +223,8 @@ def main() -> None:
         r = _spawn("--task", "stream", "--points", "100", "--dtype", args.dtype, "--stream-frames",
                    *map(str, args.stream_frames), threads=args.threads)
         marks = ", ".join(f"{k} frames: {v:.3f}" for k, v in r["rss_gib"].items())
-        rows.append(f"| online stream, frame by frame, RSS (max over the 40 frames before) after | 100 | {args.dtype} | {r['seconds']:.0f} total | "
-                    f"| {marks} | |")
+        rows.append(f"| online stream, frame by frame, RSS (max over the 40 frames before) after | 100 | {args.dtype} "
+                    f"| {r['seconds']:.0f} total | | {marks} | |")
     if args.only in ("long", "all"):
         r = _spawn("--task", "long", "--frames", str(args.frames), "--points", "1000", "--dtype", args.dtype,
                    threads=args.threads)

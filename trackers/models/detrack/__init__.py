@@ -45,7 +45,7 @@ Decisions where the paper is silent or ambiguous (field name, default, reason):
   The post-norm layers feed the heads directly (no extra final norm).
 * Denoising queries come before the matching queries (DINO's layout), so an attention mask is ``[dn; matching]``.
 
-Size of the default network (``benchmarks/detrack_size.py``, FlopCounterMode, attention matmuls included):
+Size of the default network (``benchmarks/detrack.py``, FlopCounterMode, attention matmuls included):
 90.8 M parameters (85.9 M encoder, 4.9 M head); 21.4 GMACs per frame with CE, 29.7 GMACs without; each
 decoder layer costs about 0.13 GMACs. With ``depth=9, ce_locations=(2, 4, 6)``: 69.6 M, 15.8 / 22.5 GMACs, close to
 the paper's 68.9 M and 15.6 / 21.4 G.

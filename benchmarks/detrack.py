@@ -1,0 +1,344 @@
+"""DETRack size and CPU speed, next to the paper's numbers and to LoRAT-B-224; prints markdown tables.
+
+Usage::
+
+    python benchmarks/detrack.py                       # size + speed (a few minutes on 2 shared cores)
+    python benchmarks/detrack.py --only size [--json]  # parameters and GMACs only (no timing)
+    python benchmarks/detrack.py --only speed --threads 2 --frames 30 --warmup 5 --rounds 2
+
+**Size** (one process, one thread, random weights -- counts do not depend on values). Multiply-accumulates are
+counted with :class:`torch.utils.flop_counter.FlopCounterMode` over one forward at batch 1 (one frame = one
+template + one search region through the whole network) and reported as GMACs = FLOPs / 2, the unit trackers'
+papers call "FLOPs". Matrix products and convolutions are counted, attention matmuls included (shown separately
+too); element-wise work, softmax, LayerNorm and the bilinear sampling of the deformable attention are not.
+Attention runs through the math SDPA backend while counting, because the fused CPU kernels are not registered with
+the counter, and grad mode stays on (no backward is run) so ``nn.MultiheadAttention`` keeps off its fused inference
+path, which the counter would not see either. Rows: the default DETRack (ViT-B/16, 12 blocks, CE at blocks
+3/6/9, keep ratio 0.7, 128/256 px crops, 3-layer deformable decoder), the same without CE (``ce_keep_ratio=1.0``),
+the 9-block variant (CE at blocks 2/4/6) that fits the paper's Table 3, and LoRAT-B-224 (merged, 112/224 px) for
+comparison. The paper (Wei, Zeng & Zeng, arXiv:2309.02676, Table 3) gives 68.9 M parameters and 15.6 G (CE) /
+21.4 G (no CE).
+
+**Speed**: each configuration runs in its own subprocess (so peak RSS, ``ru_maxrss``, is per configuration: it
+includes the imports, building the network with random weights -- no checkpoint file is read -- and tracking) with
+``torch.set_num_threads(--threads)``, fp32, batch 1. It calls ``tracker.track()`` on a 240x320 clip: the 12 frames
+of ``tests/data/lorat/golden_track_B224.npz`` played forwards and backwards in a loop to ``--frames`` + 1 frames,
+from that file's initial box. The frames are handed over by a generator that notes the wall and CPU clocks each
+time ``track()`` asks for the next frame, so the gap between two requests is one whole tracking step (frame
+conversion, crop, forward, box selection) inside ``track()``. The first ``--warmup`` steps are dropped; the
+median (and min) of the others is reported. ``--rounds`` repeats every configuration in a fresh process, rotating
+the order between rounds so that a change of the machine's load does not fall on one configuration only; the
+median is taken over the frames of all rounds. Speed does not depend on weight values: CE keeps a fixed number of
+tokens (256 -> 180 -> 126 -> 89 search tokens) and the decoder a fixed 64 queries whatever the scores are. Each
+process then also times the network's forward alone on one search crop, to separate it from the pipeline around it.
+
+Targets (from the issue): CE at least 20 % faster than no CE (checked as no-CE time / CE time >= 1.2, i.e. 20 %
+more frames per second), and DETRack (CE) faster than LoRAT-B-224. The machine is shared with other jobs: the CPU
+model and the load average before and after are printed with the tables; read the timings with that in mind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_TRACK = REPO / "tests" / "data" / "lorat" / "golden_track_B224.npz"
+
+PAPER = {"params_M": 68.9, "gmacs_ce": 15.6, "gmacs_no_ce": 21.4}
+
+# Speed configurations: label -> (tracker class name in `trackers`, registry name, config overrides).
+SPEED_CONFIGS: Dict[str, tuple] = {
+    "DETRack, CE (default)": ("BoxTracker", "detrack-vitb-256", {}),
+    "DETRack, no CE (ce_keep_ratio=1.0)": ("BoxTracker", "detrack-vitb-256", {"ce_keep_ratio": 1.0}),
+    "LoRAT-B-224 (merged)": ("LoRATracker", "lorat-b-224", {}),
+}
+# Which size-count row gives each speed configuration's GMACs.
+SPEED_GMACS = {"DETRack, CE (default)": ("detrack-12", "gmacs_ce"),
+               "DETRack, no CE (ce_keep_ratio=1.0)": ("detrack-12", "gmacs_no_ce"),
+               "LoRAT-B-224 (merged)": ("lorat-b-224", "gmacs")}
+
+
+# ---------------------------------------------------------------------------------------------- size
+
+def count_macs(fn: Callable[[], Any]) -> Dict[str, float]:
+    """GMACs of one call of ``fn``: total, and the part in attention matmuls (batched matrix products)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    by_op = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    # Linear layers reach the counter as mm/addmm and convolutions as convolution; products of two activations
+    # (q @ k^T, attention @ v) as bmm/baddbmm.
+    attn = sum(n for op, n in by_op.items() if op in ("bmm", "baddbmm"))
+    return {"gmacs": counter.get_total_flops() / 2e9, "attention_gmacs": attn / 2e9}
+
+
+def detrack_size(depth: int, ce_locations: tuple) -> Dict[str, Any]:
+    """Parameters and per-frame GMACs of DETRack (random weights) with and without CE."""
+    import torch
+
+    from trackers.models.detrack import DETRack, DETRackConfig
+
+    torch.manual_seed(0)
+    model = DETRack(DETRackConfig(depth=depth, ce_locations=ce_locations)).eval()
+    c = model.config
+    z = torch.randn(1, 3, c.template_size, c.template_size)
+    x = torch.randn(1, 3, c.search_size, c.search_size)
+    params = sum(p.numel() for p in model.parameters())
+    enc = sum(p.numel() for p in model.backbone.parameters())
+    pos = model.backbone.pos_embed_z.numel() + model.backbone.pos_embed_x.numel()
+    ce = count_macs(lambda: model(z, x))
+    no_ce = count_macs(lambda: model(z, x, ce_keep_ratio=1.0))
+    per_layer = [count_macs(lambda n=n: model(z, x, num_decoder_layers=n))["gmacs"]
+                 for n in range(1, c.num_decoder_layers + 1)]
+    return {
+        "depth": depth, "ce_locations": list(ce_locations),
+        "params_M": params / 1e6, "params_without_pos_embed_M": (params - pos) / 1e6,
+        "encoder_params_M": enc / 1e6, "head_params_M": (params - enc) / 1e6,
+        "gmacs_ce": ce["gmacs"], "gmacs_no_ce": no_ce["gmacs"],
+        "attention_gmacs_ce": ce["attention_gmacs"], "attention_gmacs_no_ce": no_ce["attention_gmacs"],
+        "gmacs_ce_by_decoder_layers": per_layer,
+    }
+
+
+def lorat_size() -> Dict[str, Any]:
+    """Parameters and per-frame GMACs of the merged LoRAT-B-224 network (random weights)."""
+    import torch
+
+    import trackers
+    from trackers.models.lorat import LoRAT, LoRATConfig
+
+    torch.manual_seed(0)
+    cfg = LoRATConfig(**trackers.get_entry("lorat-b-224").config)
+    model = LoRAT(cfg).eval()
+    z = torch.randn(1, 3, cfg.template_size, cfg.template_size)
+    x = torch.randn(1, 3, cfg.search_size, cfg.search_size)
+    mask = torch.zeros(1, cfg.template_grid, cfg.template_grid, dtype=torch.long)
+    m = count_macs(lambda: model(z, x, mask))
+    return {"params_M": sum(p.numel() for p in model.parameters()) / 1e6, "gmacs": m["gmacs"],
+            "attention_gmacs": m["attention_gmacs"]}
+
+
+def child_size() -> Dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # counting only: no timing here
+    return {"detrack-12": detrack_size(12, (3, 6, 9)), "detrack-9": detrack_size(9, (2, 4, 6)),
+            "lorat-b-224": lorat_size()}
+
+
+# ---------------------------------------------------------------------------------------------- speed
+
+def looped(video, frames: int):
+    """``frames`` frames of ``video`` played forwards, backwards, forwards... (0 1 .. T-1 T-2 .. 1 0 1 ..)."""
+    import numpy as np
+
+    T = len(video)
+    cycle = list(range(T)) + list(range(T - 2, 0, -1)) if T > 1 else [0]
+    return np.stack([video[cycle[i % len(cycle)]] for i in range(frames)])
+
+
+def child_speed(label: str, threads: int, frames: int, warmup: int) -> Dict[str, Any]:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    import trackers
+
+    cls_name, name, overrides = SPEED_CONFIGS[label]
+    tracker = getattr(trackers, cls_name).from_config(name, seed=0, **overrides)
+    ref = np.load(GOLDEN_TRACK)
+    clip = looped(ref["video"], frames + 1)
+    stamps: List[tuple] = []
+
+    def timed_frames():
+        # track() asks for frame t + 1 right after it has finished frame t: the gap is one tracking step.
+        for f in clip:
+            stamps.append((time.perf_counter(), time.process_time()))
+            yield f
+        stamps.append((time.perf_counter(), time.process_time()))
+
+    w0 = time.perf_counter()
+    result = tracker.track(timed_frames(), ref["init_box_xyxy"])
+    total = time.perf_counter() - w0
+    if tuple(result.boxes.shape) != (frames + 1, 4):
+        raise RuntimeError(f"{label}: track() returned boxes of shape {tuple(result.boxes.shape)}")
+    # stamps[t] -> stamps[t + 1] is frame t's step (t = 0: template init); tracked frames are 1..frames.
+    walls = [stamps[t + 1][0] - stamps[t][0] for t in range(1, frames + 1)]
+    cpus = [stamps[t + 1][1] - stamps[t][1] for t in range(1, frames + 1)]
+
+    # The network forward alone on a real search crop, to separate it from the pipeline around it.
+    from trackers.box.pipeline import search_crop
+
+    session = tracker.stream(clip[0], ref["init_box_xyxy"])
+    session.step(clip[1])
+    st = session.targets[0]
+    x, _ = search_crop(torch.from_numpy(clip[2]).permute(2, 0, 1).float(), st, tracker.settings, tracker.crop_sizes)
+    fwd = []
+    with torch.inference_mode():
+        for _ in range(5):
+            w0 = time.perf_counter()
+            tracker.model.forward_tokens(st.template, x[None].to(tracker.input_dtype))
+            fwd.append(time.perf_counter() - w0)
+    return {
+        "label": label, "walls": walls[warmup:], "cpus": cpus[warmup:], "init_s": stamps[1][0] - stamps[0][0],
+        "forward_s": fwd[2:],
+        "track_total_s": total, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+        "params_M": sum(p.numel() for p in tracker.model.parameters()) / 1e6,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+def _run_child(args: List[str]) -> Dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def size_tables(size: Dict[str, Any]) -> List[str]:
+    d12, d9, lo = size["detrack-12"], size["detrack-9"], size["lorat-b-224"]
+    rows = ["| network | params M | GMACs/frame CE | GMACs/frame no CE | of which attention matmuls (CE / no CE) "
+            "| GMACs/frame without attention matmuls (CE / no CE) |", "|---|---|---|---|---|---|"]
+    for label, d in ((f"DETRack default (12 blocks, CE at {tuple(d12['ce_locations'])})", d12),
+                     (f"DETRack 9 blocks (CE at {tuple(d9['ce_locations'])})", d9)):
+        rows.append(f"| {label} | {d['params_M']:.1f} | {d['gmacs_ce']:.1f} | {d['gmacs_no_ce']:.1f} "
+                    f"| {d['attention_gmacs_ce']:.2f} / {d['attention_gmacs_no_ce']:.2f} "
+                    f"| {d['gmacs_ce'] - d['attention_gmacs_ce']:.1f} / "
+                    f"{d['gmacs_no_ce'] - d['attention_gmacs_no_ce']:.1f} |")
+    rows.append(f"| paper (Table 3) | {PAPER['params_M']} | {PAPER['gmacs_ce']} | {PAPER['gmacs_no_ce']} | | |")
+    rows.append(f"| LoRAT-B-224 (merged; has no CE) | {lo['params_M']:.1f} | -- | {lo['gmacs']:.1f} "
+                f"| -- / {lo['attention_gmacs']:.2f} | -- / {lo['gmacs'] - lo['attention_gmacs']:.1f} |")
+    per_layer = d12["gmacs_ce_by_decoder_layers"]
+    steps = [b - a for a, b in zip(per_layer, per_layer[1:])]
+    rows += ["", f"Default DETRack split: encoder {d12['encoder_params_M']:.1f} M parameters (position grids "
+             f"{d12['params_M'] - d12['params_without_pos_embed_M']:.2f} M), head {d12['head_params_M']:.1f} M; "
+             f"GMACs with CE and 1/2/3 decoder layers: " + " / ".join(f"{g:.2f}" for g in per_layer)
+             + (f" (about {statistics.mean(steps):.2f} per decoder layer)." if steps else ".")]
+    enc_block_m = (d12["encoder_params_M"] - d9["encoder_params_M"]) / 3
+    rows += ["", "Note on the difference to the paper: the paper calls its encoder a \"vanilla ViT-Base\" (12 blocks), "
+             f"but one ViT-B block holds {enc_block_m:.2f} M parameters, so 12 blocks alone are "
+             f"{12 * enc_block_m:.1f} M -- more than the paper's {PAPER['params_M']} M for the whole tracker. "
+             f"Its counts fit 9 blocks: our 9-block variant has {d9['params_M']:.1f} M parameters and "
+             f"{d9['gmacs_ce']:.1f} / {d9['gmacs_no_ce']:.1f} GMACs (CE / no CE) against "
+             f"{PAPER['params_M']} M and {PAPER['gmacs_ce']} / {PAPER['gmacs_no_ce']} G. The remaining gap is "
+             "of the size of what FLOP counters disagree on: the paper does not name its counter, and counters that "
+             "hook modules (thop-style) do not see the attention matmuls, "
+             f"{d9['attention_gmacs_ce']:.2f} / {d9['attention_gmacs_no_ce']:.2f} GMACs of the 9-block variant "
+             f"(without them: {d9['gmacs_ce'] - d9['attention_gmacs_ce']:.1f} / "
+             f"{d9['gmacs_no_ce'] - d9['attention_gmacs_no_ce']:.1f}); the head's details the paper leaves open "
+             f"(decoder FFN width, box MLP) set the head's {d12['head_params_M']:.1f} M, so the parameter count "
+             "need not match to the last tenth. The default stays at 12 blocks, "
+             "what the text describes; `DETRackConfig(depth=9, ce_locations=(2, 4, 6))` builds the Table-3 fit."]
+    return rows
+
+
+def speed_tables(runs: Dict[str, List[Dict[str, Any]]], size: Dict[str, Any], a) -> List[str]:
+    rows = [f"| tracker ({a.threads} threads, fp32, 240x320, track()) | s/frame median | s/frame min | "
+            "CPU s/frame median | frames/s | per-round medians s | network forward s | GMACs/frame | GMAC/s "
+            "| peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    med, cpu = {}, {}
+    for label, rs in runs.items():
+        walls = [w for r in rs for w in r["walls"]]
+        cpus = [c for r in rs for c in r["cpus"]]
+        med[label], cpu[label] = statistics.median(walls), statistics.median(cpus)
+        key, field = SPEED_GMACS[label]
+        g = size[key][field] if size else float("nan")
+        rounds = ", ".join(f"{statistics.median(r['walls']):.3f}" for r in rs)
+        fwd = statistics.median([f for r in rs for f in r["forward_s"]])
+        rows.append(f"| {label} | {med[label]:.3f} | {min(walls):.3f} | {statistics.median(cpus):.3f} "
+                    f"| {1 / med[label]:.1f} | {rounds} | {fwd:.3f} "
+                    f"| {g:.1f} | {g / med[label]:.0f} "
+                    f"| {max(r['peak_rss_gib'] for r in rs):.2f} |")
+    ce, no_ce, lorat = (med[k] for k in SPEED_CONFIGS)
+    ce_cpu, no_ce_cpu, lorat_cpu = (cpu[k] for k in SPEED_CONFIGS)
+    n = sum(len(r["walls"]) for r in next(iter(runs.values())))
+    rows += ["", f"Median over {n} timed frames per configuration ({a.rounds} round(s) x ({a.frames} tracked frames "
+             f"- {a.warmup} warm-up)); every configuration in its own process. CPU s/frame is the process's CPU "
+             "time (all threads) per step: less sensitive than wall time to other jobs taking the cores. "
+             "Network forward: the model's forward alone on one search crop (median of 3 after 2 warm-up calls "
+             "per process); GMAC/s = GMACs/frame / median s/frame.", "",
+             f"* CE vs no CE: no-CE time / CE time = {no_ce / ce:.2f} wall (CE takes {100 * (1 - ce / no_ce):.0f} % "
+             f"less time per frame), {no_ce_cpu / ce_cpu:.2f} CPU. Target >= 1.20 (wall): "
+             f"{'met' if no_ce / ce >= 1.2 else 'NOT met'}.",
+             f"* DETRack (CE) vs LoRAT-B-224: LoRAT time / DETRack time = {lorat / ce:.2f} wall, "
+             f"{lorat_cpu / ce_cpu:.2f} CPU. Target > 1 (wall): {'met' if lorat / ce > 1 else 'NOT met'}. "
+             f"(DETRack without CE: {lorat / no_ce:.2f} wall.)"]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["size", "speed", "all"], default="all")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each speed run")
+    ap.add_argument("--frames", type=int, default=30, help="tracked frames per run (after the init frame)")
+    ap.add_argument("--warmup", type=int, default=5, help="first tracked frames of each run left out")
+    ap.add_argument("--rounds", type=int, default=2, help="fresh processes per configuration (order rotates)")
+    ap.add_argument("--json", action="store_true", help="print the raw results as JSON instead of tables")
+    ap.add_argument("--child", choices=["size", "speed"], help=argparse.SUPPRESS)
+    ap.add_argument("--label", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.frames <= a.warmup:
+        raise ValueError(f"--frames ({a.frames}) must exceed --warmup ({a.warmup})")
+    if a.child == "size":
+        print(json.dumps(child_size()))
+        return
+    if a.child == "speed":
+        print(json.dumps(child_speed(a.label, a.threads, a.frames, a.warmup)))
+        return
+
+    load0 = os.getloadavg()
+    size = _run_child(["--child", "size"]) if a.only in ("size", "all") else None
+    runs: Dict[str, List[Dict[str, Any]]] = {k: [] for k in SPEED_CONFIGS}
+    if a.only in ("speed", "all"):
+        labels = list(SPEED_CONFIGS)
+        for r in range(a.rounds):
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                runs[label].append(_run_child(["--child", "speed", "--label", label, "--threads", str(a.threads),
+                                               "--frames", str(a.frames), "--warmup", str(a.warmup)]))
+                print(f"{label}: round {r + 1} median {statistics.median(runs[label][-1]['walls']):.3f} s/frame",
+                      file=sys.stderr, flush=True)
+    load1 = os.getloadavg()
+    if a.json:
+        print(json.dumps({"size": size, "speed": runs, "cpu": cpu_model(), "load": [load0, load1]}, indent=1))
+        return
+
+    import torch
+
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs visible); torch {torch.__version__}.")
+    print(f"Load average (1/5/15 min) before: {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, after: "
+          f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}. The machine is shared with other jobs, so timings are "
+          "noisy: a load above the CPU count means the runs competed for cores.\n")
+    if size:
+        print("### DETRack size (batch 1, one template + one search region)\n")
+        print("\n".join(size_tables(size)))
+        print()
+    if a.only in ("speed", "all"):
+        print("### CPU tracking speed (random weights)\n")
+        print("\n".join(speed_tables(runs, size, a)))
+
+
+if __name__ == "__main__":
+    main()
