@@ -48,7 +48,6 @@ def _initial_model(cfg: LoRAConfig):
 
 # ------------------------------------------------------------------------------------------------ loss
 def test_iou_aware_bce_and_giou_by_hand():
-    grid = 2
     score = torch.tensor([[[0.0, 1.0], [-1.0, 2.0]]])
     # GT covers the left column (cells 0 and 2); cell 0 predicts the GT exactly, cell 2 a box of IoU 0.5
     gt = torch.tensor([[0.0, 0.0, 0.5, 1.0]])

@@ -21,7 +21,7 @@ Boxes are normalised to the search crop. Functions taking ``xyxy`` say so; DETRa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F

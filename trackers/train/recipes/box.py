@@ -61,7 +61,8 @@ from trackers.train.losses.box import (
     matching_losses,
 )
 
-__all__ = ["BoxConfig", "BoxRecipe", "PairDataConfig", "make_pair_datasets", "MODEL_PRESETS", "ce_keep_ratio_at", "StepLRDrop"]
+__all__ = ["BoxConfig", "BoxRecipe", "PairDataConfig", "MODEL_PRESETS", "StepLRDrop", "ce_keep_ratio_at",
+           "make_pair_datasets", "pair_collate"]
 
 log = logging.getLogger("trackers.train")
 
@@ -322,7 +323,8 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
     return train, val
 
 
-def _pair_collate(items: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+def pair_collate(items: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+    """Stack the fields of training pairs the box recipes use (indices and frame numbers are left out)."""
     keys = ("template", "search", "template_mask", "search_box", "present")
     return {k: torch.stack([it[k] for it in items]) for k in keys}
 
@@ -376,7 +378,7 @@ class BoxRecipe(Recipe):
         return groups
 
     def collate(self, items):
-        return _pair_collate(list(items))
+        return pair_collate(list(items))
 
     # ---------------------------------------------------------------------------------------------- loss
     def keep_ratio(self, step: int) -> float:

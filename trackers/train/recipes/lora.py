@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from trackers.train.engine import Recipe, StepContext
 from trackers.train.losses.box import iou_aware_bce_losses
-from trackers.train.recipes.box import PairDataConfig, _pair_collate, make_pair_datasets
+from trackers.train.recipes.box import PairDataConfig, make_pair_datasets, pair_collate
 
 __all__ = ["LoRAConfig", "LoRARecipe", "MODEL_PRESETS", "ADAPTER_NAME", "adapter_state_dict"]
 
@@ -207,7 +207,7 @@ class LoRARecipe(Recipe):
                             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}) if g["params"]]
 
     def collate(self, items):
-        return _pair_collate(list(items))
+        return pair_collate(list(items))
 
     # ---------------------------------------------------------------------------------------------- loss
     def _losses(self, model: nn.Module, batch: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
