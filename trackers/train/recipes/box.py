@@ -7,7 +7,9 @@ What the paper specifies and this recipe does:
   all others have target 0. Classification is the quality focal loss (beta 2) summed over the predictions and
   divided by the number of positives; localisation is ``2 * (1 - GIoU) + 5 * L1`` on the ``top_k`` (4) predictions
   with the highest score. Both are applied at query selection (every token the encoder kept) and after every
-  decoder layer, weight 1 each (Eq. 4).
+  decoder layer, weight 1 each (Eq. 4). Every normalisation is per sample and the batch loss is the mean over
+  samples, so a batch split over processes (DDP averages gradients) gives exactly the gradient of the whole batch
+  (the author's experimental code all-reduces the positive count instead).
 * **denoising** (section 3.5): ``dn_groups`` groups per sample, each a positive query (content: the encoder token
   at the ground-truth centre; reference: the ground truth with centre shift and scale noise of magnitude below
   ``dn_positive_noise``) and a negative query (content: the token at a random corner of the box, a hard negative;
