@@ -23,7 +23,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple, Union
 
-import torch
 from torch import Tensor
 
 from trackers import registry
@@ -63,20 +62,6 @@ class BoxTracker(SOTTracker):
     config_class = DETRackConfig
     model_class = DETRack
     settings_class = DETRackSettings
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.compute_dtype
-
-    @property
-    def input_dtype(self) -> torch.dtype:
-        return self.model.input_dtype
-
-    def _cast(self, dtype: torch.dtype) -> None:
-        if dtype in (torch.bfloat16, torch.float16):
-            self.model.to_mixed_precision(dtype)
-        else:
-            self.model.to(dtype=dtype)
 
     def _check_decoder_layers(self) -> Optional[int]:
         n = self.settings.decoder_layers

@@ -96,23 +96,6 @@ class LoRATracker(SOTTracker):
             tracker.model.add_lora(int(lora_rank), cfg.lora_alpha, cfg.use_rslora, init="lora")
         return tracker.to(device=device, dtype=dtype)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        """Compute dtype of the network: that of the transformer-block matrices."""
-        return self.model.compute_dtype
-
-    @property
-    def input_dtype(self) -> torch.dtype:
-        return self.model.input_dtype
-
-    def _cast(self, dtype: torch.dtype) -> None:
-        # bfloat16 / float16 store only the block matrices in that dtype and keep embeddings, norms, LayerScale,
-        # the residual stream and the head in float32 (see LoRAT.to_mixed_precision): boxes move less.
-        if dtype in (torch.bfloat16, torch.float16):
-            self.model.to_mixed_precision(dtype)
-        else:
-            self.model.to(dtype=dtype)
-
     def merge_lora(self) -> "LoRATracker":
         """Fold the network's LoRA adapters into the backbone (no-op when already merged)."""
         if self.model.has_lora:

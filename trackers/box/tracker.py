@@ -148,9 +148,23 @@ class SOTTracker(Tracker):
                          template_grid=int(c.template_size) // int(c.patch_size))
 
     @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype: that of the network's transformer matrices (``compute_dtype``) when it has a
+        mixed-precision layout, else of its parameters."""
+        return getattr(self.model, "compute_dtype", None) or super().dtype
+
+    @property
     def input_dtype(self) -> torch.dtype:
-        """dtype the network wants its crops in (float32 unless a subclass runs another)."""
-        return torch.float32
+        """dtype the network wants its crops in (that of its patch embedding)."""
+        return getattr(self.model, "input_dtype", torch.float32)
+
+    def _cast(self, dtype: torch.dtype) -> None:
+        # Networks with a mixed-precision layout (LoRAT, DETRack) take bf16/fp16 only for their block matrices and
+        # keep embeddings, norms, scores and heads in float32: boxes move less, speed is the same.
+        if dtype in (torch.bfloat16, torch.float16) and hasattr(self.model, "to_mixed_precision"):
+            self.model.to_mixed_precision(dtype)
+        else:
+            self.model.to(dtype=dtype)
 
     # ------------------------------------------------------------------------------------------ core
     def _init_targets(self, frame: Tensor, boxes: Sequence[Any]) -> List[SOTState]:
