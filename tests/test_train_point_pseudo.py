@@ -17,7 +17,7 @@ import torch
 from trackers import PointTracker
 from trackers.io import SAMPLE_VIDEOS, read_video, sample_video_path, write_video
 from trackers.train.data import pseudo
-from trackers.train.data.pseudo import VideoClipDataset, draw_teacher, label_path, seeded_generator, sift_queries
+from trackers.train.data.pseudo import draw_teacher, label_path, seeded_generator, sift_queries
 from trackers.train.engine import train
 from trackers.train.recipes.point_pseudo import FROZEN_HEAD, PointPseudoConfig, PointPseudoRecipe, main
 

@@ -449,7 +449,7 @@ def check_manifest(root: PathLike, settings: Mapping[str, Any], *, must_exist: b
 def precompute_labels(dataset: VideoClipDataset, teachers: Sequence[Any], root: PathLike, *,
                       settings: Mapping[str, Any], rank: int = 0, world_size: int = 1, batch_size: int = 1,
                       visibility_threshold: float = 0.9, context_grid: int = 5, context_uniform: int = 100,
-                      progress: bool = False) -> int:
+                      iters: Optional[int] = None, progress: bool = False) -> int:
     """Label every item of ``dataset`` with every teacher; this process takes items ``rank, rank+world_size, ...``.
 
     Files that exist already are kept (an interrupted run resumes). ``settings`` goes into the manifest (rank 0
@@ -461,6 +461,7 @@ def precompute_labels(dataset: VideoClipDataset, teachers: Sequence[Any], root: 
         write_manifest(root, settings)
     mine = list(range(rank, len(dataset), world_size))
     todo = [i for i in mine if not all(label_path(root, k, i).is_file() for k in range(len(teachers)))]
+    names = [str(n) for n in settings.get("teachers", [])]
     written = 0
     skipped = 0
     from tqdm.auto import tqdm
@@ -474,15 +475,15 @@ def precompute_labels(dataset: VideoClipDataset, teachers: Sequence[Any], root: 
             gens = [seeded_generator("context", dataset.seed, int(i), k) for i in batch["item"]]
             out = teacher_labels(teacher, batch["video"], batch["queries"], generators=gens,
                                  visibility_threshold=visibility_threshold, context_grid=context_grid,
-                                 context_uniform=context_uniform)
+                                 context_uniform=context_uniform, iters=iters)
             H, W = dataset.size
             for b, it in enumerate(items):
                 write_label(label_path(root, k, it["item"]), {
                     "tracks": out["tracks"][b].cpu().numpy(), "visible": out["visible"][b].cpu().numpy(),
                     "visibility": out["visibility"][b].cpu().numpy(),
                     "confidence": out["confidence"][b].cpu().numpy(), "queries": it["queries"].numpy(),
-                    "video_path": np.array(it["path"]), "model": np.array(str(settings.get("teachers", ["?"])[k])
-                                                                          if "teachers" in settings else str(k)),
+                    "video_path": np.array(it["path"]),
+                    "model": np.array(names[k] if k < len(names) else f"teacher{k}"),
                     "image_size": np.array([H, W], dtype=np.int64), "item": np.int64(it["item"]),
                     "clip": np.int64(it["clip"]), "start": np.int64(it["start"])})
                 written += 1

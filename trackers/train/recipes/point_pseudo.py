@@ -17,8 +17,13 @@ What the paper specifies and this recipe does:
 * **loss**: the track loss of supervised training only (:func:`trackers.train.losses.point.track_loss`: Huber,
   threshold 6 px, discounted 0.8 per update) against the teacher's tracks. Every query is supervised; the teacher's
   visibility decides the weight, 1 for visible and 1/5 for occluded points (paper eq. 2; ``--occluded-weight 0``
-  supervises visible points only). Online students count frames from each query's frame on, window by window;
-  offline students see a random trim of ``[T/2, T]`` frames (as in supervised training).
+  supervises visible points only, what the official script does for TAPIR's labels; for occluded points that script
+  uses a plain L1 distance where the paper's equation, followed here, keeps the Huber loss). Online students count
+  frames from each query's frame on, window by window; offline students see a random trim of ``[T/2, T]`` frames
+  (as in supervised training), labelled by the teacher on the whole clip.
+* **teacher passes**: raw network calls on the clip (resized to the teacher's resolution if it differs) with
+  ``teacher_iters`` updates (default: the teacher's ``settings.iters``), without autocast, so the labels do not
+  depend on the student's mixed precision.
 * **frozen heads**: confidence and visibility are not supervised ("more stable"); the linear layer that predicts
   them (``updateformer.vis_conf_head``) is frozen: ``requires_grad=False``, left out of the optimiser, so its
   weights stay bit-identical.
@@ -76,6 +81,8 @@ class PointPseudoConfig(TrainConfig):
         videos: folder of training videos (any format PyAV reads).
         teachers: teacher trackers (registry names, Hub repos or saved folders); one is drawn per batch.
         teacher_dtype: dtype the teachers run in: float32, bfloat16 or float16.
+        teacher_iters: refinement updates of the teachers (default: each teacher's settings.iters, 6 for the
+            registry models; the official script calls the raw networks with their default of 4).
         labels: folder of precomputed labels to read instead of running the teachers.
         student: weights to start from (registry name, Hub repo or saved folder); none: random initialisation of
             model_name with the architecture options.
@@ -110,6 +117,7 @@ class PointPseudoConfig(TrainConfig):
     videos: Optional[str] = None
     teachers: Tuple[str, ...] = ("cotracker3-online-baseline", "cotracker3-offline-baseline")
     teacher_dtype: str = "float32"
+    teacher_iters: Optional[int] = None
     labels: Optional[str] = None
     student: Optional[str] = "cotracker3-online-baseline"
     model_name: str = "cotracker3-online"
@@ -155,6 +163,8 @@ class PointPseudoConfig(TrainConfig):
         for name in ("context_grid", "context_uniform"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.teacher_iters is not None and self.teacher_iters < 1:
+            raise ValueError(f"teacher_iters must be >= 1, got {self.teacher_iters}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0.0 <= self.teacher_visibility < 1.0:
@@ -176,8 +186,8 @@ class PointPseudoConfig(TrainConfig):
     def label_settings(self, dataset_settings: Dict[str, Any]) -> Dict[str, Any]:
         """Everything that determines the labels (stored in, and checked against, a labels folder's manifest)."""
         return {"teachers": list(self.teachers), "teacher_dtype": self.teacher_dtype,
-                "teacher_visibility": self.teacher_visibility, "context_grid": self.context_grid,
-                "context_uniform": self.context_uniform, **dataset_settings}
+                "teacher_iters": self.teacher_iters, "teacher_visibility": self.teacher_visibility,
+                "context_grid": self.context_grid, "context_uniform": self.context_uniform, **dataset_settings}
 
 
 class PointPseudoRecipe(PointRecipe):
@@ -277,7 +287,7 @@ class PointPseudoRecipe(PointRecipe):
         gens = [seeded_generator("context", cfg.data_seed, int(i), teacher) for i in batch["item"].tolist()]
         out = teacher_labels(self.teachers(device)[teacher], batch["video"], batch["queries"], generators=gens,
                              visibility_threshold=cfg.teacher_visibility, context_grid=cfg.context_grid,
-                             context_uniform=cfg.context_uniform)
+                             context_uniform=cfg.context_uniform, iters=cfg.teacher_iters)
         return {"tracks": out["tracks"].to(device), "visible": out["visible"].to(device)}
 
     # ---------------------------------------------------------------------------------------------- loss
@@ -320,8 +330,8 @@ def precompute(config: PointPseudoConfig, *, progress: bool = True) -> int:
     if not config.labels:
         raise ValueError("labelling needs --labels DIR (where the labels go)")
     recipe = PointPseudoRecipe(dataclasses.replace(config, labels=None))
-    torch.manual_seed(config.seed)
-    recipe.build_tracker()  # the clip size defaults to the student's resolution
+    if config.clip_size is None:
+        recipe.build_tracker()  # the clips default to the student's resolution
     dataset = recipe.make_dataset()
     with distributed_session() as info:
         device = default_device(info) if config.device == "auto" else torch.device(config.device)
@@ -329,7 +339,8 @@ def precompute(config: PointPseudoConfig, *, progress: bool = True) -> int:
         return precompute_labels(dataset, teachers, config.labels, settings=config.label_settings(dataset.settings()),
                                  rank=info.rank, world_size=info.world_size, batch_size=config.batch_size,
                                  visibility_threshold=config.teacher_visibility, context_grid=config.context_grid,
-                                 context_uniform=config.context_uniform, progress=progress and info.is_main)
+                                 context_uniform=config.context_uniform, iters=config.teacher_iters,
+                                 progress=progress and info.is_main)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
