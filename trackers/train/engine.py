@@ -150,6 +150,13 @@ class Recipe:
         """AdamW parameter groups (default ``None``: every parameter that requires grad, one group)."""
         return None
 
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier of every group at the 0-based optimiser ``step`` (default: linear warm-up then
+        cosine, :func:`lr_factor`). Recipes with another schedule (e.g. a step drop) override it; it must be a pure
+        function of ``step`` so that resuming reproduces it."""
+        cfg = self.config
+        return lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+
     def collate(self, items: Sequence[Any]) -> Any:
         """Batch a list of dataset items (default: ``torch.utils.data.default_collate``)."""
         from torch.utils.data import default_collate
@@ -573,8 +580,7 @@ def _train(recipe: Recipe, cfg: TrainConfig, info: DistInfo) -> TrainResult:
         raise ValueError(f"recipe {recipe.name!r} left no parameter to train")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                   weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: recipe.lr_factor(s))
     amp_dtype = _autocast_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
 
