@@ -219,7 +219,8 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """An integer environment variable (as torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or ``default``."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -234,9 +235,9 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 
     NCCL is used when training on GPUs, gloo on CPU; the rendezvous address comes from torchrun's environment.
     """
-    world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local = _env_int("LOCAL_RANK", 0)
+    world = env_int("WORLD_SIZE", 1)
+    rank = env_int("RANK", 0)
+    local = env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())

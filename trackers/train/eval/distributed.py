@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any, Iterator, List
 
 import torch
 import torch.distributed as dist
+
+from trackers.train.engine import env_int
 
 __all__ = ["DistInfo", "dist_info", "distributed_session", "all_gather_object", "shard", "default_device"]
 
@@ -42,26 +43,16 @@ class DistInfo:
         return self.rank == 0
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-
-
 def dist_info() -> DistInfo:
     """Rank, world size and local rank: from the live process group when there is one, else from the environment
     variables torchrun sets (defaults: a single process)."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
-    world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
+        return DistInfo(dist.get_rank(), dist.get_world_size(), env_int("LOCAL_RANK", 0))
+    world = env_int("WORLD_SIZE", 1)
+    rank = env_int("RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    return DistInfo(rank, world, _env_int("LOCAL_RANK", 0))
+    return DistInfo(rank, world, env_int("LOCAL_RANK", 0))
 
 
 @contextlib.contextmanager
