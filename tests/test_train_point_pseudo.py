@@ -16,7 +16,6 @@ import torch
 
 from trackers import PointTracker
 from trackers.io import SAMPLE_VIDEOS, read_video, sample_video_path, write_video
-from trackers.train.data import pseudo
 from trackers.train.data.pseudo import draw_teacher, label_path, seeded_generator, sift_queries
 from trackers.train.engine import train
 from trackers.train.recipes.point_pseudo import FROZEN_HEAD, PointPseudoConfig, PointPseudoRecipe, main
@@ -123,22 +122,24 @@ def test_precomputed_labels_give_the_same_loss_as_on_the_fly(tmp_path):
     videos = _videos(tmp_path / "videos", ["carphone_pristine", "carphone_distorted"])
     labels = tmp_path / "labels"
     common = dict(clips_per_video=2, max_steps=3, seed=4, teacher_visibility=0.4)
-    # labelling sharded over two "processes" (what torchrun ranks do), then read back
-    recipe = PointPseudoRecipe(_config(tmp_path, videos, teachers, labels=str(labels), **common))
-    recipe.build_tracker()
-    dataset = recipe.make_dataset()
-    loaded = [pseudo.load_teacher(str(t)) for t in teachers]
-    settings = recipe.config.label_settings(dataset.settings())
-    n0 = pseudo.precompute_labels(dataset, loaded, labels, settings=settings, rank=0, world_size=2,
-                                  visibility_threshold=0.4)
-    n1 = pseudo.precompute_labels(dataset, loaded, labels, settings=settings, rank=1, world_size=2,
-                                  visibility_threshold=0.4)
-    assert (n0, n1) == (4, 4) and all(label_path(labels, k, i).is_file() for k in range(2) for i in range(4))
-    # the command-line labeller finds everything done (it resumes) and leaves the files alone
-    stamp = label_path(labels, 1, 3).stat().st_mtime_ns
-    args = ["--videos", str(videos), "--teachers", *map(str, teachers), "--student", recipe.config.student,
+    # the labeller takes the training run's options; under torchrun each process labels its share of the clips
+    student = _tiny_tracker(tmp_path / "student", seed=5)
+    args = ["--videos", str(videos), "--teachers", *map(str, teachers), "--student", str(student),
             "--labels", str(labels), "--clip-frames", "8", "--num-points", "16", "--sift-start-fraction", "1.0",
             "--clips-per-video", "2", "--teacher-visibility", "0.4", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "trackers.train.recipes.point_pseudo", *args], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("wrote 4 label file(s)") == 2          # 2 clips x 2 teachers per process
+    assert all(label_path(labels, k, i).is_file() for k in range(2) for i in range(4))
+    with np.load(label_path(labels, 1, 3)) as f:
+        assert f["tracks"].shape == (8, 16, 2) and str(f["model"]) == str(teachers[1]) and int(f["item"]) == 3
+    # a second run finds everything done (an interrupted run resumes) and leaves the files alone
+    stamp = label_path(labels, 1, 3).stat().st_mtime_ns
     assert main(args) == 0 and label_path(labels, 1, 3).stat().st_mtime_ns == stamp
 
     train(PointPseudoRecipe(_config(tmp_path, videos, teachers, labels=str(labels),
