@@ -82,6 +82,9 @@ class CoTrackerConfig:
         corr_hidden: hidden width of ``corr_mlp``.
         corr_out: output width of ``corr_mlp`` per level.
         model_resolution: ``(H, W)`` the predictors resize to; also the constant that normalises relative motion.
+        encoder_widths: channels of the CNN's four residual stages (strides 2, 4, 8, 16); the stem convolution
+            has the first width. The released models use ``(64, 96, 128, 128)`` (2.1 M of their parameters);
+            narrower stages make a model small enough to ship inside a package.
     """
 
     online: bool = False
@@ -98,6 +101,7 @@ class CoTrackerConfig:
     corr_hidden: int = 384
     corr_out: int = 256
     model_resolution: Tuple[int, int] = (384, 512)
+    encoder_widths: Tuple[int, int, int, int] = (64, 96, 128, 128)
 
     def __post_init__(self) -> None:
         check_ints(self, "window_len", "stride", "corr_levels", "latent_dim", "hidden_size", "num_heads", "depth",
@@ -112,6 +116,12 @@ class CoTrackerConfig:
             raise ValueError(f"model_resolution must be (H, W), got {self.model_resolution!r}") from None
         if len(self.model_resolution) != 2 or min(self.model_resolution) <= 0:
             raise ValueError(f"model_resolution must be (H, W) > 0, got {self.model_resolution}")
+        try:
+            self.encoder_widths = tuple(int(v) for v in self.encoder_widths)
+        except (TypeError, ValueError):
+            raise ValueError(f"encoder_widths must be four ints, got {self.encoder_widths!r}") from None
+        if len(self.encoder_widths) != 4 or min(self.encoder_widths) < 1:
+            raise ValueError(f"encoder_widths must be four widths >= 1, got {self.encoder_widths}")
         if any(v % self.stride for v in self.model_resolution):
             raise ValueError(f"model_resolution {self.model_resolution} must be divisible by stride {self.stride}")
         if self.window_len < 2 or (self.online and self.window_len % 2):
@@ -212,15 +222,20 @@ class _ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Feature CNN: four residual stages (strides 2, 4, 8, 16) resampled to stride 4 and fused by two convs."""
+    """Feature CNN: four residual stages (strides 2, 4, 8, 16) resampled to stride 4 and fused by two convs.
 
-    def __init__(self, out_dim: int = 128, stride: int = 4):
+    ``widths`` are the stages' channels (the 7x7 stem has the first one); the default is the released model's.
+    """
+
+    def __init__(self, out_dim: int = 128, stride: int = 4, widths: Sequence[int] = (64, 96, 128, 128)):
         super().__init__()
         self.stride = stride
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
-        widths = (64, 96, 128, 128)
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 4 or min(widths) < 1:
+            raise ValueError(f"Encoder widths must be four channel counts >= 1, got {widths}")
+        self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3)
         strides = (1, 2, 2, 2)
-        cin = 64
+        cin = widths[0]
         for i, (w, s) in enumerate(zip(widths, strides)):
             setattr(self, f"layer{i + 1}", nn.Sequential(_ResBlock(cin, w, s), _ResBlock(w, w, 1)))
             cin = w
@@ -461,7 +476,7 @@ class CoTracker3(nn.Module):
         super().__init__()
         config = CoTrackerConfig() if config is None else config
         self.config = config
-        self.fnet = Encoder(config.latent_dim, config.stride)
+        self.fnet = Encoder(config.latent_dim, config.stride, config.encoder_widths)
         self.corr_mlp = _Mlp(config.support_size ** 2, config.corr_hidden, config.corr_out, "none")
         self.updateformer = _UpdateFormer(config)
         self.register_buffer("time_emb", sincos_time_embedding(config.window_len, config.input_dim), persistent=True)
