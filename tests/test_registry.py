@@ -335,5 +335,5 @@ def test_every_registry_entry_is_loadable_data():
         assert dataclasses.is_dataclass(cfg) and isinstance(settings, cls.settings_class)
         if e.converter:
             assert callable(registry.import_string(e.converter))
-        assert e.files["weights"].kind in ("hub", "url", "package", "manual")
+        assert e.files["weights"].kind in ("hub", "url", "package", "manual", "unreleased")
         assert e.license and e.paper and e.description
