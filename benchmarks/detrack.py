@@ -396,8 +396,8 @@ def main() -> None:
           f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}. The machine is shared with other jobs, so timings are "
           "noisy: a load above the CPU count means the runs competed for cores.")
     if max(load0[0], load1[0]) > (os.cpu_count() or 1) and a.threads > 1 and a.only != "size":
-        # Measured on a shared 2-core machine: with 2 threads on busy cores each parallel op waits for its slower thread, so times spread
-        # by 2-4x between runs and the ratios between configurations wash out.
+        # Measured on a shared 2-core machine: with 2 threads on busy cores each parallel op waits for its slower
+        # thread, so times spread by 2-4x between runs and the ratios between configurations wash out.
         print(f"Warning: load above the CPU count with {a.threads} threads per run: each parallel op waits for its "
               "slowest thread, so times and ratios are unreliable; `--threads 1` gives steadier ratios.")
     print()
