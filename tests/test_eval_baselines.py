@@ -12,7 +12,7 @@ from trackers.results import BoxTracks, PointTracks
 from trackers.train.eval import metrics as M
 from trackers.train.eval.baselines import CSRTTracker, LucasKanadeTracker
 
-pytest.importorskip("cv2", reason="OpenCV (trackers[baselines]) is not installed")
+import cv2  # noqa: E402,F401 - the test extra installs OpenCV; without it these tests must fail, not skip
 
 T, H, W, SIZE = 12, 96, 128, 32
 X0, Y0, SPEED = 20, 30, 2  # the square's top-left corner at frame 0 and its speed (px/frame, to the right)
