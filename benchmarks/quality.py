@@ -190,8 +190,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if tmp is not None:
             tmp.cleanup()
 
-    print(f"Held-out synthetic clips (preset 'wide', {args.frames} frames, 256x256): {args.point_clips} point clips "
-          f"(seed {args.point_seed}, TAP-Vid 'first' queries), {args.box_clips} box clips (seed {args.box_seed}). "
+    parts = []
+    if point_rows:
+        parts.append(f"{args.point_clips} point clips (seed {args.point_seed}, TAP-Vid 'first' queries)")
+    if box_rows:
+        parts.append(f"{args.box_clips} box clips (seed {args.box_seed})")
+    print(f"Held-out synthetic clips (preset 'wide', {args.frames} frames, 256x256): {', '.join(parts)}. "
           "Percent.\n")
     if point_rows:
         print(point_table(point_rows) + "\n")
