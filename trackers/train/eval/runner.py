@@ -212,6 +212,14 @@ def _need_task(spec: str, task: str, want: str, command: str) -> None:
                          f"use `eval {other}`")
 
 
+def _load_for(args: argparse.Namespace, info: DistInfo, want: str, command: str) -> Any:
+    """The tracker of ``--model`` on this rank's device, checked to track ``want`` (shared by every job)."""
+    device = default_device(info) if args.device == "auto" else args.device
+    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
+    _need_task(args.model, task, want, command)
+    return tracker
+
+
 # =============================================================================================== the sharded loop
 @dataclass
 class _Job:
@@ -407,9 +415,7 @@ def run_points(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, A
 
     if args.query_mode not in ("first", "strided"):
         raise ValueError(f"--query-mode must be 'first' or 'strided', got {args.query_mode!r}")
-    device = default_device(info) if args.device == "auto" else args.device
-    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
-    _need_task(args.model, task, "points", "points")
+    tracker = _load_for(args, info, "points", "points")
     names, load, data_desc = _point_source(args)
     names, load = _subset(names, load, args)
     out = Path(args.out)
@@ -520,9 +526,7 @@ def run_boxes(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
 
     if args.convention not in ("pytracking", "ostrack"):
         raise ValueError(f"--convention must be 'pytracking' or 'ostrack', got {args.convention!r}")
-    device = default_device(info) if args.device == "auto" else args.device
-    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
-    _need_task(args.model, task, "boxes", "box")
+    tracker = _load_for(args, info, "boxes", "box")
     names, load, data_desc = _box_source(args)
     names, load = _subset(names, load, args)
     out = Path(args.out)
@@ -620,9 +624,7 @@ def run_label(args: argparse.Namespace, info: DistInfo) -> Optional[Dict[str, An
     frames = [int(f) for f in str(args.query_frames).split(",") if f.strip()]
     if not frames or min(frames) < 0:
         raise ValueError(f"--query-frames must be non-negative frame indices, got {args.query_frames!r}")
-    device = default_device(info) if args.device == "auto" else args.device
-    tracker, task = load_model(args.model, device, checkpoint=args.checkpoint)
-    _need_task(args.model, task, "points", "label")
+    tracker = _load_for(args, info, "points", "label")
     names, load = _label_source(args)
     names, load = _subset(names, load, args)
     out = Path(args.out)
