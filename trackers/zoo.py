@@ -5,7 +5,15 @@ id here is a real, public repository holding the named file.
 """
 from __future__ import annotations
 
-from trackers.registry import ModelEntry, hub_file, manual_file, register_model, unreleased_file
+from trackers.registry import ModelEntry, hub_file, manual_file, package_file, register_model, unreleased_file
+
+#: The models shipped inside the package (``trackers/assets/<name>/``): they load with no network and are the
+#: defaults of the command line (``trackers demo``, ``trackers track`` without ``--model``) and the examples.
+DEFAULT_POINT_MODEL = "cotracker3-small-synthetic"
+DEFAULT_BOX_MODEL = "detrack-small-synthetic"
+SHIPPED_MODELS = (DEFAULT_POINT_MODEL, DEFAULT_BOX_MODEL)
+#: Package holding the shipped files; each model's weights are ``<name>/model.safetensors`` inside it.
+ASSETS_PACKAGE = "trackers.assets"
 
 # ----------------------------------------------------------------------------------------------- CoTracker3
 
@@ -93,4 +101,51 @@ register_model(ModelEntry(
     description="DETRack ViT-B/16 one-stream tracker with candidate elimination and a deformable-DETR head "
                 "(re-implementation from the paper; no released weights)",
     tags=("box", "sot", "online"),
+))
+
+# ----------------------------------------------------------------------------------------------- shipped models
+# Trained by us from scratch with `trackers-train` on the procedural synthetic clips only (no real video, no
+# third-party weights), so the weights are ours: Apache-2.0 like the code. Training commands, seeds, steps and the
+# evaluation table are in trackers/assets/<name>/MODEL_CARD.md. The configs below are the complete architecture
+# the checkpoints were trained with (every field, so a later change of a dataclass default cannot change what
+# the shipped file means); tests/test_shipped_models.py checks them against the config stored in each file.
+
+register_model(ModelEntry(
+    name=DEFAULT_POINT_MODEL,
+    tracker="trackers.point.tracker:PointTracker",
+    config={
+        # online (sliding windows of 16 frames advancing by 8): the same weights serve track() and stream()
+        "online": True, "window_len": 16, "stride": 4,
+        "corr_radius": 3, "corr_levels": 3, "corr_hidden": 64, "corr_out": 32,
+        "latent_dim": 48, "hidden_size": 96, "num_heads": 4, "depth": 2, "mlp_ratio": 2.0,
+        "num_virtual_tracks": 16, "model_resolution": (128, 128), "encoder_widths": (32, 32, 48, 64),
+    },
+    files={"weights": package_file(ASSETS_PACKAGE, f"{DEFAULT_POINT_MODEL}/model.safetensors")},
+    license="Apache-2.0 (ours)",
+    paper=_COTRACKER_PAPER + " -- architecture only",
+    description="small online CoTracker3 (1.2 M parameters, 128x128 model resolution) trained by us on synthetic "
+                "data; shipped inside the package, loads with no download",
+    tags=("point", "online", "shipped"),
+))
+
+register_model(ModelEntry(
+    name=DEFAULT_BOX_MODEL,
+    tracker="trackers.box.detrack:BoxTracker",
+    config={
+        # 64 px template, 128 px search, 8 px patches: the paper's 8x8 / 16x16 token grids at half the pixels
+        "template_size": 64, "search_size": 128, "patch_size": 8,
+        "embed_dim": 96, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0, "qkv_bias": True, "layerscale_init": None,
+        "norm_eps": 1e-6, "drop_path_rate": 0.0,
+        "ce_locations": (1, 2), "ce_keep_ratio": 0.7, "ce_template_range": "centre",
+        "decoder_dim": 96, "num_queries": 32, "num_decoder_layers": 3, "dec_heads": 4, "dec_points": 4,
+        "dec_ffn_dim": 384, "dec_dropout": 0.0, "box_mlp_layers": 3, "qs_anchor_wh": 0.05, "score_prior": 0.01,
+        "query_pos_every_layer": True, "detach_query_content": False, "look_forward_twice": False,
+    },
+    files={"weights": package_file(ASSETS_PACKAGE, f"{DEFAULT_BOX_MODEL}/model.safetensors")},
+    license="Apache-2.0 (ours)",
+    paper="Efficient Training for Visual Tracking with Deformable Transformer (Wei, Zeng & Zeng, arXiv:2309.02676) "
+          "-- architecture only",
+    description="small DETRack (0.96 M parameters, 64/128 px crops) trained by us on synthetic data; shipped inside "
+                "the package, loads with no download",
+    tags=("box", "sot", "online", "shipped"),
 ))
