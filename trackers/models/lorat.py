@@ -11,7 +11,9 @@ Network (``LoRAT.forward(z, x, z_feat_mask)``):
 * ``token_type_embed`` (3, C): 0 = template background, 1 = template foreground, 2 = search;
 * the DINOv2 blocks over ``[template tokens, search tokens]`` with full attention, the final LayerNorm;
 * on the search tokens only: ``cls_mlp`` (C -> C -> C -> 1, raw logit) and ``reg_mlp`` (C -> C -> C -> 4,
-  sigmoid -> distances (l, t, r, b) from the cell centre, normalised to the search crop).
+  sigmoid -> distances (l, t, r, b) from the cell centre, normalised to the search crop). Both MLPs act per
+  token, so a tracker that needs one box (``select_cells=``: the cell its windowed argmax picks) runs ``reg_mlp``
+  on that cell only; training gets the full maps.
 
 State-dict keys are those of the official *merged inference* model (``pos_embed``, ``token_type_embed``,
 ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``, ``head.{cls,reg}_mlp.layers.{0,1,2}.*``), so files move
@@ -50,6 +52,8 @@ from trackers.nn.vit import PatchEmbed, ViTSpec, interpolate_pos_embed, make_blo
 __all__ = ["LoRATConfig", "LoRAT", "MlpHead", "convert_official_checkpoint"]
 
 TYPE_TEMPLATE_BG, TYPE_TEMPLATE_FG, TYPE_SEARCH = 0, 1, 2
+#: Rows the box MLP runs on at least when it evaluates chosen cells only (see :meth:`MlpHead.boxes_at`).
+_MIN_GEMM_ROWS = 8
 
 
 @dataclass
@@ -141,13 +145,46 @@ class MlpHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``tokens (B, H*W, C)`` -> ``score_map (B, H, W)`` logits and ``boxes (B, H, W, 4)``, both float32."""
+        return self.score_map(tokens), self.boxes(tokens)
+
+    def score_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens (B, H*W, C)`` -> per-cell logits ``(B, H, W)`` (float32)."""
+        h, w = self.grid
+        return self.cls_mlp(tokens).float().reshape(tokens.shape[0], h, w)
+
+    def boxes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens (B, H*W, C)`` -> normalised xyxy box of every cell ``(B, H, W, 4)`` (float32)."""
+        h, w = self.grid
+        ltrb = self.reg_mlp(tokens).float().sigmoid().reshape(tokens.shape[0], h, w, 4)
+        ref = self.bbox_offset.float()
+        return torch.cat([ref - ltrb[..., :2], ref + ltrb[..., 2:]], dim=-1)
+
+    def boxes_at(self, tokens: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Box of one cell per sample: ``tokens (B, H*W, C)``, ``cells (B,)`` row-major cell indices ->
+        normalised xyxy ``(B, 4)`` (float32), equal to ``boxes(tokens).reshape(B, -1, 4)[arange(B), cells]``.
+
+        The regression MLP is per token, so running it on the chosen tokens alone gives the same boxes at a
+        ``1 / (H*W)`` of the cost.
+        """
         b = tokens.shape[0]
         h, w = self.grid
-        score = self.cls_mlp(tokens).float().reshape(b, h, w)
-        ltrb = self.reg_mlp(tokens).float().sigmoid().reshape(b, h, w, 4)
-        ref = self.bbox_offset.float()
-        boxes = torch.cat([ref - ltrb[..., :2], ref + ltrb[..., 2:]], dim=-1)
-        return score, boxes
+        if cells.shape != (b,):
+            raise ValueError(f"cells must be ({b},) cell indices, got shape {tuple(cells.shape)}")
+        cells = cells.to(device=tokens.device, dtype=torch.long)
+        if bool(((cells < 0) | (cells >= h * w)).any()):
+            raise ValueError(f"cells must lie in [0, {h * w}), got {cells.tolist()}")
+        chosen = tokens[torch.arange(b, device=tokens.device), cells]  # (B, C)
+        rows = -(-b // _MIN_GEMM_ROWS) * _MIN_GEMM_ROWS
+        if rows > b:
+            # Bit-equality with the full map needs the same kernels. With fewer than 4 rows MKL switches from its
+            # GEMM kernel to a matrix-vector one that sums in another order, and element-wise ops run the last
+            # elements that do not fill a vector register through scalar code (another sigmoid rounding): either
+            # moves boxes by ~1 ulp (~1e-5 px). Padding with copies to a multiple of 8 rows (32 box numbers, whole
+            # AVX-512 vectors) keeps the full map's kernels, so the box is the same bit for bit (tests check it).
+            chosen = torch.cat([chosen, chosen[:1].expand(rows - b, -1)])
+        ltrb = self.reg_mlp(chosen).float().sigmoid()[:b]
+        ref = self.bbox_offset.float().reshape(h * w, 2)[cells]
+        return torch.cat([ref - ltrb[:, :2], ref + ltrb[:, 2:]], dim=-1)
 
 
 class LoRAT(nn.Module):
@@ -252,16 +289,29 @@ class LoRAT(nn.Module):
             h = h[:, n_z:]
         return self.norm(h)
 
-    def forward_tokens(self, z_tokens: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Forward with precomputed template tokens (from :meth:`embed_template`, reused across frames)."""
-        score, boxes = self.head(self.fuse(z_tokens, self.embed_search(x)))
-        return {"score_map": score, "boxes": boxes}
+    def forward_tokens(self, z_tokens: torch.Tensor, x: torch.Tensor,
+                       select_cells: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                       ) -> Dict[str, torch.Tensor]:
+        """Forward with precomputed template tokens (from :meth:`embed_template`, reused across frames).
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        Without ``select_cells``: ``score_map (B,Hx,Wx)`` and ``boxes (B,Hx,Wx,4)`` (every cell; training).
+        With ``select_cells`` (a function ``score_map (B,Hx,Wx) -> (B,)`` row-major cell indices, e.g. a
+        tracker's windowed argmax): ``score_map``, ``cells (B,)`` and ``box (B,4)``, the box of the chosen cell
+        only -- what a tracking step uses, without running the box MLP on the other cells.
+        """
+        tokens = self.fuse(z_tokens, self.embed_search(x))
+        score = self.head.score_map(tokens)
+        if select_cells is None:
+            return {"score_map": score, "boxes": self.head.boxes(tokens)}
+        cells = select_cells(score)
+        return {"score_map": score, "cells": cells, "box": self.head.boxes_at(tokens, cells)}
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor,
+                select_cells: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """``z (B,3,Ht,Wt)`` normalised template, ``x (B,3,Hs,Ws)`` normalised search, ``z_feat_mask (B,Hz,Wz)``
         in {0, 1}. Returns ``score_map (B,Hx,Wx)`` raw logits and ``boxes (B,Hx,Wx,4)`` xyxy in [0,1] of the
-        search crop (float32)."""
-        return self.forward_tokens(self.embed_template(z, z_feat_mask), x)
+        search crop (float32); with ``select_cells`` only the chosen cells' boxes (see :meth:`forward_tokens`)."""
+        return self.forward_tokens(self.embed_template(z, z_feat_mask), x, select_cells)
 
 
 # ---------------------------------------------------------------------------------------------- conversion
