@@ -83,6 +83,11 @@ def test_python_m_trackers_list():
     lorat = next(ln for ln in out.splitlines() if ln.startswith("lorat-b-224 "))
     assert "manual download of base.bin" in lorat and "LoRATracker" in lorat
     assert "BoxTracker" in out and "no released weights" in out
+    # the models shipped inside the package: our license, no download
+    for name, tracker in (("cotracker3-small-synthetic", "PointTracker"), ("detrack-small-synthetic", "BoxTracker")):
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert tracker in line and "Apache-2.0" in line
+        assert f"shipped in trackers.assets ({name}/model.safetensors)" in line
 
 
 def test_subprocess_errors_are_one_line(tmp_path):
@@ -93,9 +98,9 @@ def test_subprocess_errors_are_one_line(tmp_path):
     r = _run("track", video, "--model", "cotracker3-ofline")
     assert r.returncode == 2
     assert "unknown model 'cotracker3-ofline'. Did you mean: cotracker3-offline" in _one_line_error(r.stderr)
-    r = _run("track", str(tmp_path / "missing.mp4"))  # argparse error: --model is required
+    r = _run("track", video, "--grid", "0")  # argparse accepts it, the command refuses it
     assert r.returncode == 2
-    assert "--model" in _one_line_error(r.stderr)
+    assert "--grid" in _one_line_error(r.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- in-process
@@ -231,33 +236,77 @@ def test_track_points_queries_file_and_resize(tiny_video, tiny_point_model, tmp_
     assert "[0, 7]" in _one_line_error(capsys.readouterr().err)
 
 
-def test_demo_untrained_says_so(tiny_point_model, tmp_path, capsys, monkeypatch):
-    """The demo on a tiny local model with --random-weights refuses paths; with a registry name it runs."""
+def test_default_models_are_the_shipped_ones():
+    from trackers import zoo
+
+    assert (cli.DEFAULT_POINT_MODEL, cli.DEFAULT_BOX_MODEL) == (zoo.DEFAULT_POINT_MODEL, zoo.DEFAULT_BOX_MODEL)
+    assert cli.SHIPPED_MODELS == zoo.SHIPPED_MODELS
+    track = cli.build_parser().parse_args(["track", "v.mp4"])
+    demo = cli.build_parser().parse_args(["demo"])
+    assert track.model is None and demo.model == zoo.DEFAULT_POINT_MODEL
+
+
+def test_demo_runs_the_shipped_point_tracker(tmp_path, capsys):
     out = tmp_path / "demo.mp4"
-    # Use the tiny architecture in place of the full registry one to keep the test fast.
+    rc = cli.main(["demo", "--out", str(out), "--max-frames", "8", "--grid", "3", "--resize", "128",
+                   "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "'cotracker3-small-synthetic' (shipped with the package)" in text
+    assert "tracked 9 points" in text and "RANDOMLY" not in text
+    info = io.video_info(out)
+    assert info.num_frames == 8 and info.size == (72, 128)
+
+
+def test_demo_never_falls_back_to_random_weights(tmp_path, capsys, monkeypatch):
+    """Official weights that cannot be had are a one-line error naming them, not a silently untrained run."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    rc = cli.main(["demo", "--model", "cotracker3-offline", "--out", str(tmp_path / "d.mp4"), "--no-progress"])
+    assert rc == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "cotracker3-offline" in line and "scaled_offline.pth" in line
+    assert not (tmp_path / "d.mp4").exists()
+
+
+def test_demo_random_weights_says_so(tmp_path, capsys, monkeypatch):
+    """--random-weights builds the registry architecture untrained and says so loudly."""
+    out = tmp_path / "demo.mp4"
     from trackers import base
 
-    real = base.load_tracker
-
     def tiny_load(name, pretrained=True, **kw):
-        assert name == "cotracker3-offline"
+        assert name == "cotracker3-small-synthetic" and not pretrained
         from trackers import PointTracker
 
-        if pretrained:
-            from trackers.registry import WeightsNotAvailableError
-
-            raise WeightsNotAvailableError("weights file 'scaled_offline.pth' is not cached (test)")
         return PointTracker.from_config(seed=0, device=kw.get("device"), settings=POINT_SETTINGS, **TINY_COTRACKER)
 
     monkeypatch.setattr(base, "load_tracker", tiny_load)
-    rc = cli.main(["demo", "--out", str(out), "--max-frames", "6", "--grid", "3", "--resize", "96",
-                   "--no-progress"])
-    monkeypatch.setattr(base, "load_tracker", real)
+    rc = cli.main(["demo", "--random-weights", "--out", str(out), "--max-frames", "6", "--grid", "3",
+                   "--resize", "96", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     text = capsys.readouterr().out
     assert "RANDOMLY INITIALISED" in text and "MEANINGLESS" in text
     info = io.video_info(out)
     assert info.num_frames == 6 and info.size == (54, 96)
+
+
+def test_track_without_model_uses_the_shipped_models(tiny_video, tmp_path):
+    """No --model: points with the shipped point tracker, a box with the shipped box tracker; the annotated video
+    is written next to the input by default."""
+    import shutil
+
+    video = shutil.copy(tiny_video, tmp_path / "clip.mp4")
+    r = _run("track", str(video), "--grid", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "PointTracker('cotracker3-small-synthetic'" in r.stdout and "tracked 4 points over 8 frames" in r.stdout
+    assert io.video_info(tmp_path / "clip_tracked.mp4").num_frames == T
+    save = tmp_path / "b.npz"
+    r = _run("track", str(video), "--box", "8,14,24,30", "--save", str(save), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "BoxTracker('detrack-small-synthetic'" in r.stdout
+    assert tuple(BoxTracks.load(save).boxes.shape) == (T, 4)
 
 
 def test_demo_random_weights_needs_registry_name(tiny_point_model, capsys):

@@ -168,3 +168,96 @@ def test_annotate_video_from_file_and_array(tmp_path):
     assert not (tmp_path / "short.mp4").exists()  # no truncated result left behind
     with pytest.raises(ValueError, match="unexpected arguments"):
         viz.annotate_video(clip, bt, tmp_path / "bad.mp4", trail=3)
+
+
+# ----------------------------------------------------------------------------------------------- legend and band
+
+
+def _bright(h=96, w=160):
+    return np.full((T, h, w, 3), 200, np.uint8)
+
+
+def _points_on(h=96, w=160):
+    """The two points of :func:`_points`, at the same pixels of a larger ``(h, w)`` frame."""
+    p = _points()
+    return PointTracks(tracks=p.tracks, visibility=p.visibility, visible=p.visible, queries=p.queries,
+                       image_size=(h, w))
+
+
+def test_legend_shows_a_filled_and_a_hollow_symbol_on_a_translucent_band():
+    frames = _bright()
+    out = viz.draw_points(frames, _points_on(), trail=0, radius=3, legend=True)
+    layout = viz.overlay_layout(frames.shape[1:3], legend="hollow")
+    y0, y1 = layout["band"]
+    assert y1 == frames.shape[1] and 0 < y1 - y0 < frames.shape[1] // 3  # a small band along the bottom
+    # Translucent: darker than the frame, but the frame still shows through (not black).
+    corner = out[0, y1 - 1, 0].astype(int)
+    assert (corner < 200).all() and (corner > 40).all()
+    # nothing else changes between the points (point 0 starts at (10, 16), point 1 sits at (70, 40)) and the band
+    assert not _changed(out[0, 24:y0, :40], frames[0, 24:y0, :40]).any()
+    kinds = [item[0] for item in layout["items"]]
+    assert kinds == ["visible", "hollow"]
+    (_, (vx, vy), vr, _, vtext), (_, (ox, oy), orad, _, otext) = layout["items"]
+    assert (vtext, otext) == ("visible", "occluded")
+    # The "visible" symbol is filled: its centre has the legend colour.
+    assert tuple(out[0, vy, vx]) == viz.LEGEND_COLOR
+    # The "occluded" symbol is a ring: band colour in the middle, legend colour on the rim.
+    assert tuple(out[0, oy, ox]) == tuple(corner)
+    rim = out[0, oy, ox - orad: ox + orad + 1]
+    assert any(tuple(p) == viz.LEGEND_COLOR for p in rim)
+    # Legend entries lie inside the band and do not overlap.
+    assert y0 <= vy - vr and vy + vr < y1 and vx + vr < ox - orad
+
+
+def test_dim_and_hidden_occlusion_styles_change_the_legend():
+    layout = viz.overlay_layout((96, 160), legend="dim")
+    assert [i[0] for i in layout["items"]] == ["visible", "dim"]
+    layout = viz.overlay_layout((96, 160), legend="hide")
+    assert [i[0] for i in layout["items"]] == ["visible"]
+    assert viz.overlay_layout((96, 160)) is None
+    with pytest.raises(ValueError, match="legend"):
+        viz.overlay_layout((96, 160), legend="ring")
+
+
+def test_tracks_are_drawn_over_the_band_not_under_it():
+    frames = _bright()
+    Hb = frames.shape[1]
+    t = torch.arange(T, dtype=torch.float32)
+    # one visible point sitting inside the band
+    tracks = torch.stack([torch.full_like(t, 20.0), torch.full_like(t, Hb - 5.0)], -1)[:, None]
+    pts = PointTracks(tracks=tracks, visibility=torch.ones(T, 1), visible=torch.ones(T, 1, dtype=torch.bool),
+                      queries=torch.tensor([[0, 20.0, Hb - 5.0]]), image_size=frames.shape[1:3])
+    plain = viz.draw_points(frames, pts, trail=0, radius=3, colors=(0, 255, 0))
+    labelled = viz.draw_points(frames, pts, trail=0, radius=3, colors=(0, 255, 0), legend=True, title="a title")
+    assert tuple(plain[0, Hb - 5, 20]) == (0, 255, 0)
+    assert tuple(labelled[0, Hb - 5, 20]) == (0, 255, 0)  # the band did not darken the point
+    # the title is on the band (bottom left), not over the top of the frame
+    layout = viz.overlay_layout(frames.shape[1:3], title="a title", legend="hollow")
+    y0 = layout["band"][0]
+    assert _changed(labelled[0, y0:, :60], plain[0, y0:, :60]).any()
+    assert not _changed(labelled[0, :y0 - 1], plain[0, :y0 - 1]).any()
+
+
+def test_long_title_moves_the_legend_to_a_second_row():
+    one = viz.overlay_layout((96, 400), title="short", legend="hollow")
+    two = viz.overlay_layout((96, 160), title="a rather long title for a narrow frame", legend="hollow")
+    assert two["band"][1] - two["band"][0] == 2 * (one["band"][1] - one["band"][0])
+    assert two["items"][0][1][1] > two["title"][1]  # legend below the title
+
+
+def test_annotated_point_video_has_the_legend_by_default(tmp_path):
+    frames = _bright()
+    out = viz.annotate_video(frames, _points_on(), tmp_path / "a.mp4", fps=5)
+    back = io.read_video(out)
+    layout = viz.overlay_layout(frames.shape[1:3], legend="hollow")
+    (_, (vx, vy), _, _, _), (_, (ox, oy), _, _, _) = layout["items"]
+    assert back[0, vy, vx].min() > 200  # filled white dot (lossy video: close, not exact)
+    assert back[0, oy, ox].max() < 180  # hollow: the darker band shows through
+    y0 = layout["band"][0]
+    assert np.abs(back[0, y0 + 1:, :5].astype(int) - 200).min() > 40  # the band, left of the legend
+    none = io.read_video(viz.annotate_video(frames, _points_on(), tmp_path / "b.mp4", fps=5, legend=False))
+    assert np.abs(none[0, y0 + 1:, :5].astype(int) - 200).max() < 10
+    bt = BoxTracks(boxes=torch.tensor([[10.0, 10.0, 50.0, 50.0]]).repeat(T, 1), scores=torch.ones(T),
+                   image_size=frames.shape[1:3])
+    with pytest.raises(ValueError, match="legend"):
+        viz.annotate_video(frames, bt, tmp_path / "c.mp4", legend=True)

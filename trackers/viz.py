@@ -4,7 +4,11 @@
   occluded are drawn hollow (a ring), dimmed, or not at all.
 * :func:`draw_boxes` — the tracked box with its score.
 * :func:`annotate_video` — the same, streamed frame by frame from a file (or array) into an mp4, so memory stays
-  bounded for long videos.
+  bounded for long videos. Point videos carry a small legend (filled dot = visible, ring = occluded).
+
+Titles and the legend sit on a semi-transparent band along the bottom edge that is painted *before* the tracks,
+so they never hide a track: a point or box over the band is drawn on top of it (:func:`overlay_layout` says
+where everything goes).
 
 Frames are accepted in every layout of :mod:`trackers.video` (numpy or torch, ``(T, H, W, 3)`` or
 ``(T, 3, H, W)``, ``uint8`` or float in ``[0, 255]``); outputs are ``uint8`` ``(T, H, W, 3)`` numpy arrays.
@@ -27,7 +31,7 @@ from trackers.io import Resize, VideoWriter, frame_to_uint8, iter_frames, video_
 from trackers.video import iter_input_frames
 from trackers.errors import InputError
 
-__all__ = ["draw_points", "draw_boxes", "annotate_video", "point_colors", "draw_text"]
+__all__ = ["draw_points", "draw_boxes", "annotate_video", "point_colors", "draw_text", "overlay_layout"]
 
 Color = Tuple[int, int, int]
 
@@ -152,6 +156,95 @@ def draw_text(frame: Any, text: str, *, xy: Tuple[int, int] = (6, 6), size: Opti
     size = size or max(10, min(img.size) // 22)
     _text_box(draw, xy, text, _font(size), color, background, pad=3)
     return np.asarray(img)
+
+
+# --------------------------------------------------------------------------------------------------- overlay
+
+#: Band behind titles and the legend: black at this opacity (0-255), so the video stays visible through it.
+BAND_ALPHA = 150
+#: Colour of the legend's symbols and of the text on the band.
+LEGEND_COLOR: Color = (255, 255, 255)
+_LEGEND_WORDS = {"visible": "visible", "hollow": "occluded", "dim": "occluded"}
+
+
+def _overlay_font_size(frame_size: Tuple[int, int]) -> int:
+    return max(10, min(frame_size) // 24)
+
+
+def overlay_layout(frame_size: Tuple[int, int], *, title: Optional[str] = None,
+                   legend: Optional[str] = None) -> Optional[dict]:
+    """Where the bottom band, the title and the legend go on a frame of ``frame_size = (H, W)``.
+
+    Args:
+        title: text on the left of the band.
+        legend: how occluded points are drawn (``"hollow"``, ``"dim"`` or ``"hide"``), or ``None`` for no legend.
+            With ``"hide"`` the legend only shows the visible symbol.
+
+    Returns:
+        ``None`` when there is nothing to draw, else a dict with ``"band": (y0, y1)`` (rows ``y0 <= y < y1``,
+        full width), ``"font_size"``, ``"title": (x, y)`` (or ``None``) and ``"items"``: a list of
+        ``(kind, (cx, cy), radius, text_xy, text)`` legend entries, ``kind`` being ``"visible"``, ``"hollow"`` or
+        ``"dim"``. When title and legend do not fit side by side the legend gets a second row.
+    """
+    if not title and legend is None:
+        return None
+    if legend not in (None, "hollow", "dim", "hide"):
+        raise InputError(f"legend must be 'hollow', 'dim', 'hide' or None; got {legend!r}")
+    Image, ImageDraw, _ = _pil()
+    h, w = int(frame_size[0]), int(frame_size[1])
+    size = _overlay_font_size((h, w))
+    font = _font(size)
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def text_w(text: str) -> int:
+        left, _, right, _ = measure.textbbox((0, 0), text, font=font)
+        return right - left
+
+    pad = max(2, size // 3)
+    row_h = size + 2 * pad
+    r = max(3, size // 3)
+    kinds = [] if legend is None else ["visible"] + ([] if legend == "hide" else [legend])
+    # Legend entries: symbol, small gap, word; entries separated by a wider gap.
+    entry_w = [2 * r + pad + text_w(_LEGEND_WORDS[k]) for k in kinds]
+    legend_w = sum(entry_w) + 2 * pad * max(0, len(kinds) - 1)
+    title_w = text_w(title) if title else 0
+    two_rows = bool(title) and bool(kinds) and title_w + legend_w + 4 * pad > w
+    band_h = row_h * (2 if two_rows else 1)
+    y0 = max(0, h - band_h)
+    title_xy = (pad, y0 + pad) if title else None
+    legend_row_y = y0 + (row_h if two_rows else 0)
+    x = w - pad - legend_w if not two_rows else pad
+    items = []
+    for k, ew in zip(kinds, entry_w):
+        cx, cy = x + r, legend_row_y + row_h // 2
+        items.append((k, (cx, cy), r, (x + 2 * r + pad, legend_row_y + pad), _LEGEND_WORDS[k]))
+        x += ew + 2 * pad
+    return {"band": (y0, h), "font_size": size, "title": title_xy, "items": items}
+
+
+def _paint_overlay(img, layout: Optional[dict], title: Optional[str]) -> None:
+    """The band, title and legend of :func:`overlay_layout` (called before the tracks are painted)."""
+    if layout is None:
+        return
+    _, ImageDraw, _ = _pil()
+    draw = ImageDraw.Draw(img, "RGBA")
+    y0, y1 = layout["band"]
+    draw.rectangle([0, y0, img.size[0] - 1, y1 - 1], fill=(0, 0, 0, BAND_ALPHA))
+    font = _font(layout["font_size"])
+    top = draw.textbbox((0, 0), "Ag", font=font)[1]  # fonts start below their origin: align the glyph tops
+    if title and layout["title"] is not None:
+        tx, ty = layout["title"]
+        draw.text((tx, ty - top), title, fill=LEGEND_COLOR + (255,), font=font)
+    c = LEGEND_COLOR + (255,)
+    for kind, (cx, cy), r, (tx, ty), text in layout["items"]:
+        box = [cx - r, cy - r, cx + r, cy + r]
+        if kind == "visible":
+            draw.ellipse(box, fill=c, outline=None)
+        elif kind == "hollow":
+            draw.ellipse(box, fill=None, outline=c, width=max(1, int(round(r / 2.5))))
+        else:  # "dim": the translucent dot of occluded="dim"
+            draw.ellipse(box, fill=LEGEND_COLOR + (90,), outline=None)
+        draw.text((tx, ty - top), text, fill=c, font=font)
 
 
 # --------------------------------------------------------------------------------------------------- painters
@@ -303,7 +396,7 @@ def _check_frames(num_video: Optional[int], num_tracks: int) -> None:
                          "draw on the same frames that were tracked")
 
 
-def _render(frames: Any, make_painter, title: Optional[str]) -> np.ndarray:
+def _render(frames: Any, make_painter, title: Optional[str], legend: Optional[str] = None) -> np.ndarray:
     Image, _, _ = _pil()
     if isinstance(frames, (str, os.PathLike)):
         from trackers.io import read_video
@@ -311,6 +404,7 @@ def _render(frames: Any, make_painter, title: Optional[str]) -> np.ndarray:
         frames = read_video(frames)
     out = None
     painter = None
+    layout = None
     t = -1
     for t, frame in enumerate(iter_input_frames(frames)):
         rgb = frame_to_uint8(frame)
@@ -322,9 +416,11 @@ def _render(frames: Any, make_painter, title: Optional[str]) -> np.ndarray:
         if t >= painter.num_frames:
             _check_frames(t + 1, painter.num_frames)
         img = Image.fromarray(rgb)
+        if t == 0:
+            layout = overlay_layout(rgb.shape[:2], title=title, legend=legend)
+        _paint_overlay(img, layout, title)
         painter.paint(img, t)
-        arr = np.asarray(img)
-        out[t] = draw_text(arr, title) if title else arr
+        out[t] = np.asarray(img)
     if painter is None:
         raise InputError("no frames to draw on")
     _check_frames(t + 1, painter.num_frames)
@@ -348,6 +444,7 @@ def draw_points(
     from_query_frame: bool = False,
     batch_index: Optional[int] = None,
     title: Optional[str] = None,
+    legend: bool = False,
 ) -> np.ndarray:
     """Draw point tracks on a clip; returns ``uint8`` ``(T, H, W, 3)``.
 
@@ -363,7 +460,8 @@ def draw_points(
         occluded: how to draw occluded points: ``"hollow"`` (a ring), ``"dim"`` (translucent) or ``"hide"``.
         from_query_frame: draw each point only from its query frame on (for trackers that only track forward).
         batch_index: which video of batched tracks to draw.
-        title: optional text drawn in the top-left corner of every frame.
+        title: optional text on a semi-transparent band along the bottom edge, beneath the tracks.
+        legend: add a legend to the band: a filled dot "visible" and the ``occluded`` style's symbol "occluded".
     """
 
     def make(size):
@@ -371,7 +469,7 @@ def draw_points(
                              visible=visible, threshold=threshold, occluded=occluded,
                              from_query_frame=from_query_frame, batch_index=batch_index)
 
-    return _render(frames, make, title)
+    return _render(frames, make, title, occluded if legend else None)
 
 
 def draw_boxes(
@@ -395,7 +493,7 @@ def draw_boxes(
         show_score: write the score (2 decimals) above the box.
         label: optional text written before the score.
         batch_index: which video of batched tracks to draw.
-        title: optional text drawn in the top-left corner of every frame.
+        title: optional text on a semi-transparent band along the bottom edge, beneath the box.
     """
 
     def make(size):
@@ -415,6 +513,7 @@ def annotate_video(
     stride: int = 1,
     resize: Resize = None,
     title: Optional[str] = None,
+    legend: Optional[bool] = None,
     codec: str = "libx264",
     crf: Optional[int] = 20,
     progress: bool = False,
@@ -431,7 +530,9 @@ def annotate_video(
         start, stride, resize: frame selection for a file input, as in :func:`trackers.io.iter_frames`. They must
             select the frames that were tracked; the first ``T`` selected frames are annotated, where ``T`` is
             the number of tracked frames. ``resize`` only changes the output size: coordinates are rescaled.
-        title: optional text drawn in the top-left corner of every frame.
+        title: optional text on a semi-transparent band along the bottom edge, beneath the tracks.
+        legend: for point tracks, a legend on the same band (filled dot = visible, ring = occluded; it follows
+            ``occluded=``); default on for points. Box videos have none (``True`` is an error there).
         codec, crf: encoder settings (see :class:`trackers.io.VideoWriter`).
         progress: show a tqdm progress bar.
         **draw_kwargs: passed to :func:`draw_points` (``trail``, ``radius``, ``colors``, ``occluded``, ...) or
@@ -457,6 +558,9 @@ def annotate_video(
             _check_frames(len(video), num_frames)
         source = iter_input_frames(video, name="video")
     fps = fps or 25.0
+    if is_box and legend:
+        raise InputError("legend= applies to point tracks; box videos show the score next to the box instead")
+    legend_style = None if is_box or legend is False else draw_kwargs.get("occluded", "hollow")
 
     def make(size):
         if is_box:
@@ -483,6 +587,7 @@ def annotate_video(
 
         bar = tqdm(total=num_frames, desc="writing", unit="frame")
     painter = None
+    layout = None
     written = 0
     try:
         with VideoWriter(out_path, fps=fps, codec=codec, crf=crf) as writer:
@@ -492,10 +597,11 @@ def annotate_video(
                 rgb = frame_to_uint8(frame)
                 if painter is None:
                     painter = make(rgb.shape[:2])
+                    layout = overlay_layout(rgb.shape[:2], title=title, legend=legend_style)
                 img = Image.fromarray(rgb)
+                _paint_overlay(img, layout, title)  # first, so the tracks are drawn over the band
                 painter.paint(img, t)
-                arr = np.asarray(img)
-                writer.write(draw_text(arr, title) if title else arr)
+                writer.write(np.asarray(img))
                 written += 1
                 if bar is not None:
                     bar.update(1)
