@@ -76,7 +76,9 @@ class BoxTracker(SOTTracker):
         return self.model.embed_template(crops)
 
     def _predict(self, templates: Tensor, search: Tensor) -> Tuple[Tensor, Tensor]:
-        out = self.model.forward_tokens(templates, search, num_decoder_layers=self._check_decoder_layers())
+        # The decoder reads search tokens only: the last encoder block skips the template rows' outputs.
+        out = self.model.forward_tokens(templates, search, num_decoder_layers=self._check_decoder_layers(),
+                                        template_outputs=False)
         return DETRack.score_map(out)
 
     # ------------------------------------------------------------------------------------------ weights

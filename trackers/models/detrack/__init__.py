@@ -207,7 +207,8 @@ class DETRackOutput:
             source of denoising contents); ``memory_mask`` ``(B, Hs*Ws)`` True where dropped.
         dn_boxes, dn_scores: ``(L, B, Nd, 4)`` / ``(L, B, Nd)`` for the denoising queries, if any.
         kept_index, removed_index: per CE stage, grid cells kept / removed (best CE score first).
-        template_tokens: ``(B, Nz, embed_dim)`` encoder output of the template.
+        template_tokens: ``(B, Nz, embed_dim)`` encoder output of the template (None when the forward was asked
+            for ``template_outputs=False``).
         grid: search grid ``(Hs, Ws)``.
     """
 
@@ -316,16 +317,16 @@ class DETRack(nn.Module):
         return self._encode(self.embed_template(template), search, template_mask, ce_keep_ratio)
 
     def _encode(self, template_tokens: torch.Tensor, search: torch.Tensor, template_mask: Optional[torch.Tensor],
-                ce_keep_ratio: Optional[float]) -> EncoderOutput:
+                ce_keep_ratio: Optional[float], template_outputs: bool = True) -> EncoderOutput:
         if template_mask is None:
             template_mask = self.default_template_mask(search.shape[0], search.device)
         return self.backbone.forward_tokens(template_tokens, self.backbone.embed_search(search), template_mask,
-                                            ce_keep_ratio)
+                                            ce_keep_ratio, template_outputs=template_outputs)
 
     def forward(self, template: torch.Tensor, search: torch.Tensor, *, template_mask: Optional[torch.Tensor] = None,
                 dn_queries: Optional[DenoisingQueries] = None, attn_mask: Optional[torch.Tensor] = None,
                 num_decoder_layers: Optional[int] = None,
-                ce_keep_ratio: Optional[float] = None) -> DETRackOutput:
+                ce_keep_ratio: Optional[float] = None, template_outputs: bool = True) -> DETRackOutput:
         """Track one search region against a template.
 
         Args:
@@ -339,24 +340,32 @@ class DETRack(nn.Module):
                 :func:`~trackers.models.detrack.decoder.denoising_attn_mask`.
             num_decoder_layers: decoder layers to run (default ``config.num_decoder_layers``).
             ce_keep_ratio: optional per-call keep ratio at every CE block (1.0 = no elimination).
+            template_outputs: ``False`` skips the encoder work that only the template's outputs need (the last
+                block's attention output, projection and MLP on template rows; the decoder reads search tokens
+                only): same boxes and scores, ``template_tokens`` is then None. Trackers pass False.
         """
         return self.forward_tokens(self.embed_template(template), search, template_mask=template_mask,
                                    dn_queries=dn_queries, attn_mask=attn_mask,
-                                   num_decoder_layers=num_decoder_layers, ce_keep_ratio=ce_keep_ratio)
+                                   num_decoder_layers=num_decoder_layers, ce_keep_ratio=ce_keep_ratio,
+                                   template_outputs=template_outputs)
 
     def forward_tokens(self, template_tokens: torch.Tensor, search: torch.Tensor, *,
                        template_mask: Optional[torch.Tensor] = None, dn_queries: Optional[DenoisingQueries] = None,
                        attn_mask: Optional[torch.Tensor] = None, num_decoder_layers: Optional[int] = None,
-                       ce_keep_ratio: Optional[float] = None) -> DETRackOutput:
+                       ce_keep_ratio: Optional[float] = None, template_outputs: bool = True) -> DETRackOutput:
         """:meth:`forward` with precomputed template tokens from :meth:`embed_template` (same arguments)."""
-        enc = self._encode(template_tokens, search, template_mask, ce_keep_ratio)
-        tokens = enc.search_tokens.to(self.head.input_proj.weight.dtype)
+        enc = self._encode(template_tokens, search, template_mask, ce_keep_ratio, template_outputs)
+        # Contiguous: a slice after the template rows would send the head's Linear layers through batched
+        # products (one per sample) instead of one product over all rows -- slower, and rounded differently from
+        # the search-only encoder output of template_outputs=False, which must give the same boxes.
+        tokens = enc.search_tokens.to(self.head.input_proj.weight.dtype).contiguous()
         head = self.head(tokens, enc.search_index, dn_queries=dn_queries, attn_mask=attn_mask,
                          num_layers=num_decoder_layers)
         return DETRackOutput(
             boxes=head.boxes, scores=head.scores, query_index=head.query_index, enc_boxes=head.enc_boxes,
             enc_scores=head.enc_scores, enc_index=head.enc_index, memory=head.memory,
-            memory_mask=head.memory_mask, grid=enc.grid, template_tokens=enc.template_tokens,
+            memory_mask=head.memory_mask, grid=enc.grid,
+            template_tokens=enc.template_tokens if template_outputs else None,
             dn_boxes=head.dn_boxes, dn_scores=head.dn_scores, kept_index=enc.kept_index,
             removed_index=enc.removed_index,
         )

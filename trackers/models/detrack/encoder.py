@@ -56,13 +56,14 @@ class EncoderOutput:
 
     Attributes:
         tokens: ``(B, Nz + Nk, C)`` final-normed tokens: the ``Nz`` template tokens, then the ``Nk`` search tokens
-            that survived candidate elimination, in the encoder's internal order (not grid order).
+            that survived candidate elimination, in the encoder's internal order (not grid order). ``Nz`` is
+            ``num_template``: 0 when the encoder was asked for no template outputs.
         search_index: ``(B, Nk)`` row-major search-grid index of each kept search token (same order as tokens).
         kept_index: per CE stage, ``(B, n_kept)`` grid indices kept at that stage, best score first.
         removed_index: per CE stage, ``(B, n_removed)`` grid indices dropped at that stage, best score first.
         ce_scores: per CE stage, ``(B, Hs*Ws)`` the CE score of every search token by grid index (NaN where the
             token had already been dropped), detached.
-        num_template: ``Nz``.
+        num_template: ``Nz`` (template tokens at the start of ``tokens``).
         grid: search grid ``(Hs, Ws)``.
     """
 
@@ -195,8 +196,15 @@ class CEViTEncoder(nn.Module):
 
     def forward_tokens(self, z_tokens: torch.Tensor, x_tokens: torch.Tensor,
                        template_mask: Optional[torch.Tensor] = None,
-                       ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
-        """Same as :meth:`forward` from embedded tokens (:meth:`embed_template` / :meth:`embed_search`)."""
+                       ce_keep_ratio: Optional[float] = None, template_outputs: bool = True) -> EncoderOutput:
+        """Same as :meth:`forward` from embedded tokens (:meth:`embed_template` / :meth:`embed_search`).
+
+        ``template_outputs=False`` leaves out what only the template's encoder outputs need: the last block
+        computes its attention output, projection and MLP for the search tokens only (the template tokens still
+        serve as keys and values, and still rank candidates if that block eliminates), and the final norm runs on
+        the search tokens. The search tokens come out the same; ``tokens`` then holds them alone
+        (``num_template = 0``). A tracker's decoder reads only search tokens.
+        """
         if ce_keep_ratio is not None and not 0.0 < ce_keep_ratio <= 1.0:
             raise ValueError(f"ce_keep_ratio must be in (0, 1], got {ce_keep_ratio}")
         gt, gs = self.template_grid, self.search_grid
@@ -216,23 +224,36 @@ class CEViTEncoder(nn.Module):
         h = torch.cat([z_tokens, x_tokens.to(z_tokens.dtype)], dim=1)
         search_index = torch.arange(gs * gs, device=h.device).expand(b, -1)
         out = EncoderOutput(h, search_index, nz, (gs, gs))
+        last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
-            h, search_index = self._block(blk, h, nz, rows, search_index, self._keep_ratio(i, ce_keep_ratio), out)
+            search_only = not template_outputs and i == last
+            h, search_index = self._block(blk, h, nz, rows, search_index, self._keep_ratio(i, ce_keep_ratio), out,
+                                          search_only)
+        if not template_outputs:
+            h = h[:, h.shape[1] - search_index.shape[1]:]  # no-op after a search-only last block
+            out.num_template = 0
         out.tokens = self.norm(h)
         out.search_index = search_index
         return out
 
     def _block(self, blk: Block, h: torch.Tensor, nz: int, rows: torch.Tensor, search_index: torch.Tensor,
-               keep_ratio: float, out: EncoderOutput) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One pre-norm block with an optional elimination step between its attention and MLP sub-layers."""
+               keep_ratio: float, out: EncoderOutput, search_only: bool = False
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One pre-norm block with an optional elimination step between its attention and MLP sub-layers.
+
+        ``h`` holds ``nz`` template tokens, then the search tokens. ``search_only``: return the search tokens'
+        outputs alone (all tokens still serve as keys / values and the template rows' queries still rank the
+        candidates).
+        """
         b, n, c = h.shape
         attn = blk.attn
         # Mixed precision: the residual stream keeps its dtype, the block matrices may be lower precision.
         mm = attn.qkv.weight.dtype
         qkv = attn.qkv(blk.norm1(h).to(mm)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
-        h = h + blk.drop_path(blk.ls1(attn.proj(y).to(h.dtype)))
+        start = nz if search_only else 0
+        y = F.scaled_dot_product_attention(q[:, :, start:], k, v).transpose(1, 2).reshape(b, n - start, c)
+        h = h[:, start:] + blk.drop_path(blk.ls1(attn.proj(y).to(h.dtype)))
         if keep_ratio < 1.0:
             h, search_index = self._eliminate(h, q, k, nz, rows, search_index, keep_ratio, out)
         return h + blk.drop_path(blk.ls2(blk.mlp(blk.norm2(h).to(mm)).to(h.dtype))), search_index
@@ -241,8 +262,11 @@ class CEViTEncoder(nn.Module):
     def _eliminate(h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, nz: int, rows: torch.Tensor,
                    search_index: torch.Tensor, keep_ratio: float,
                    out: EncoderOutput) -> Tuple[torch.Tensor, torch.Tensor]:
-        b, n, c = h.shape
-        ns = n - nz
+        """Keep the best search tokens. ``q``, ``k`` cover all ``nz`` template + ``ns`` search tokens; ``h`` holds
+        the ``ns`` search tokens last, after the template tokens or alone (a search-only last block)."""
+        b, n_h, c = h.shape
+        ns = search_index.shape[1]
+        nz_h = n_h - ns  # template tokens in h: nz, or 0
         scale = q.shape[-1] ** -0.5
         # Attention probabilities of the template rows only (each softmax still runs over all n keys).
         # scores in at least fp32 even when the block matrices run in bf16 (they decide which tokens survive)
@@ -261,5 +285,5 @@ class CEViTEncoder(nn.Module):
         n_grid = out.grid[0] * out.grid[1]
         full = score.new_full((b, n_grid), float("nan")).scatter(1, search_index, score.detach())
         out.ce_scores.append(full)
-        search = h[:, nz:].gather(1, kept[..., None].expand(-1, -1, c))
-        return torch.cat([h[:, :nz], search], dim=1), new_index
+        search = h[:, nz_h:].gather(1, kept[..., None].expand(-1, -1, c))
+        return torch.cat([h[:, :nz_h], search], dim=1), new_index
