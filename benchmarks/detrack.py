@@ -21,20 +21,31 @@ comparison. The paper (Wei, Zeng & Zeng, arXiv:2309.02676, Table 3) gives 68.9 M
 
 **Speed**: each configuration runs in its own subprocess (so peak RSS, ``ru_maxrss``, is per configuration: it
 includes the imports, building the network with random weights -- no checkpoint file is read -- and tracking) with
-``torch.set_num_threads(--threads)``, fp32, batch 1. It calls ``tracker.track()`` on a 240x320 clip: the 12 frames
+``torch.set_num_threads(--threads)``, batch 1, and its linear backend set for the whole process by
+``TRACKERS_LINEAR_BACKEND``: ``plain`` (``F.linear``) or ``auto`` (the default: oneDNN with pre-packed weights and
+fused bias + activation where it runs). Configurations: DETRack (CE) in fp32 and bf16 (mixed precision: encoder
+block matrices in bf16), each plain and auto; DETRack without CE and LoRAT-B-224, fp32 auto, for the targets below.
+It calls ``tracker.track()`` on a 240x320 clip: the 12 frames
 of ``tests/data/lorat/golden_track_B224.npz`` played forwards and backwards in a loop to ``--frames`` + 1 frames,
 from that file's initial box. The frames are handed over by a generator that notes the wall and CPU clocks each
 time ``track()`` asks for the next frame, so the gap between two requests is one whole tracking step (frame
 conversion, crop, forward, box selection) inside ``track()``. The first ``--warmup`` steps are dropped; the
 median (and min) of the others is reported. ``--rounds`` repeats every configuration in a fresh process, rotating
 the order between rounds so that a change of the machine's load does not fall on one configuration only; the
-median is taken over the frames of all rounds. Each process then also times the network's forward alone on one
-search crop, to separate it from the pipeline around it. Separate processes run minutes apart, under whatever load
-the machine had then, so one more process builds all three trackers and lets them take turns frame by frame
-(``--interleaved-frames``, through ``stream().step()``, the path ``track()`` runs): every tracker sees the same
-load, which makes its ratios the steadier comparison (its memory is not per configuration). Speed does not depend
-on weight values: CE keeps a fixed number of tokens (256 -> 180 -> 126 -> 89 search tokens) and the decoder a fixed
-64 queries whatever the scores are.
+median is taken over the frames of all rounds. Each process then also times the tracker's network hook alone on
+one search crop, to separate it from the pipeline around it. Separate processes run minutes apart, under whatever
+load the machine had then, so one more process builds all the configurations and lets them take turns frame by
+frame (``--interleaved-frames``, through ``stream().step()``, the path ``track()`` runs; the linear backend
+switched per step with ``trackers.ops.use_linear_backend``): every configuration sees the same load, which makes
+its ratios the steadier comparison (its memory is not per configuration). Speed does not depend on weight values:
+CE keeps a fixed number of tokens (256 -> 180 -> 126 -> 89 search tokens) and the decoder a fixed 64 queries
+whatever the scores are. Boxes of the DETRack (CE) rows are compared with the fp32 plain row (same random network).
+
+**Compute bound** (``_roofline.py``): FLOPs of one tracking step (torch's FLOP counter over ``stream().step()``,
+linears counted on the plain path; matrix products, convolutions and attention, not element-wise work or the
+deformable sampling) divided by the best GEMM rate this CPU reaches at the same dtype and thread count (best over
+large products and both linear backends, best of several timed batches, one probe per round). "of roofline" =
+bound / measured s/frame; the CPU-time column uses process CPU time / threads for both the GEMM rate and the step.
 
 Targets (from the issue): CE at least 20 % faster than no CE (checked as no-CE time / CE time >= 1.2, i.e. 20 %
 more frames per second), and DETRack (CE) faster than LoRAT-B-224. The machine is shared with other jobs: the CPU
@@ -51,23 +62,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_TRACK = REPO / "tests" / "data" / "lorat" / "golden_track_B224.npz"
 
 PAPER = {"params_M": 68.9, "gmacs_ce": 15.6, "gmacs_no_ce": 21.4}
 
-# Speed configurations: label -> (tracker class name in `trackers`, registry name, config overrides).
+# Speed configurations: label -> (tracker class name in `trackers`, registry name, config overrides, dtype,
+# linear backend).
 SPEED_CONFIGS: Dict[str, tuple] = {
-    "DETRack, CE (default)": ("BoxTracker", "detrack-vitb-256", {}),
-    "DETRack, no CE (ce_keep_ratio=1.0)": ("BoxTracker", "detrack-vitb-256", {"ce_keep_ratio": 1.0}),
-    "LoRAT-B-224 (merged)": ("LoRATracker", "lorat-b-224", {}),
+    "DETRack, CE, fp32 plain": ("BoxTracker", "detrack-vitb-256", {}, "fp32", "plain"),
+    "DETRack, CE, fp32 auto (default)": ("BoxTracker", "detrack-vitb-256", {}, "fp32", "auto"),
+    "DETRack, CE, bf16 plain": ("BoxTracker", "detrack-vitb-256", {}, "bf16", "plain"),
+    "DETRack, CE, bf16 auto": ("BoxTracker", "detrack-vitb-256", {}, "bf16", "auto"),
+    "DETRack, no CE (ce_keep_ratio=1.0), fp32 auto": ("BoxTracker", "detrack-vitb-256", {"ce_keep_ratio": 1.0},
+                                                      "fp32", "auto"),
+    "LoRAT-B-224 (merged), fp32 auto": ("LoRATracker", "lorat-b-224", {}, "fp32", "auto"),
 }
-# Which size-count row gives each speed configuration's GMACs.
-SPEED_GMACS = {"DETRack, CE (default)": ("detrack-12", "gmacs_ce"),
-               "DETRack, no CE (ce_keep_ratio=1.0)": ("detrack-12", "gmacs_no_ce"),
-               "LoRAT-B-224 (merged)": ("lorat-b-224", "gmacs")}
+BOX_BASE = "DETRack, CE, fp32 plain"  # boxes of the other DETRack (CE) rows are compared with this one
+CE, NO_CE, LORAT = ("DETRack, CE, fp32 auto (default)", "DETRack, no CE (ce_keep_ratio=1.0), fp32 auto",
+                    "LoRAT-B-224 (merged), fp32 auto")
+# Which step-FLOP count (child "flops") belongs to each speed configuration.
+STEP_FLOPS = {label: ("lorat" if cfg[0] == "LoRATracker" else ("no_ce" if cfg[2] else "ce"))
+              for label, cfg in SPEED_CONFIGS.items()}
 
 
 # ---------------------------------------------------------------------------------------------- size
@@ -77,7 +95,9 @@ def count_macs(fn: Callable[[], Any]) -> Dict[str, float]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+    from _roofline import plain_linears
+
+    with plain_linears(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         fn()
     by_op = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts().get("Global", {}).items()}
     # Linear layers reach the counter as mm/addmm and convolutions as convolution; products of two activations
@@ -151,15 +171,39 @@ def looped(video, frames: int):
     return np.stack([video[cycle[i % len(cycle)]] for i in range(frames)])
 
 
+def _build(label: str):
+    """The tracker of a speed configuration (random weights, seed 0; DETRack's last box layer randomised too)."""
+    import trackers
+
+    import torch
+
+    cls_name, name, overrides, dtype, _ = SPEED_CONFIGS[label]
+    tracker = getattr(trackers, cls_name).from_config(name, seed=0, dtype=dtype, **overrides)
+    if cls_name == "BoxTracker":
+        # A fresh decoder's last box layer is zero (boxes = their anchors), so boxes would differ between
+        # configurations only when another cell wins; small random values there make them depend on the numbers.
+        # The head stays float32 in every configuration and speed does not depend on values.
+        g = torch.Generator().manual_seed(0)
+        last = tracker.model.head.box_head.layers[-1]
+        with torch.no_grad():
+            last.weight.copy_(torch.randn(last.weight.shape, generator=g) * 0.02)
+            last.bias.copy_(torch.randn(last.bias.shape, generator=g) * 0.1)
+    return tracker
+
+
+def _linear_info() -> Dict[str, Any]:
+    from trackers import ops
+
+    info = getattr(ops, "linear_info", None)
+    return info() if info is not None else {"linear_default_backend": "n/a (no linear backends in this checkout)"}
+
+
 def child_speed(label: str, threads: int, frames: int, warmup: int) -> Dict[str, Any]:
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
-    import trackers
-
-    cls_name, name, overrides = SPEED_CONFIGS[label]
-    tracker = getattr(trackers, cls_name).from_config(name, seed=0, **overrides)
+    tracker = _build(label)
     ref = np.load(GOLDEN_TRACK)
     clip = looped(ref["video"], frames + 1)
     stamps: List[tuple] = []
@@ -180,7 +224,7 @@ def child_speed(label: str, threads: int, frames: int, warmup: int) -> Dict[str,
     walls = [stamps[t + 1][0] - stamps[t][0] for t in range(1, frames + 1)]
     cpus = [stamps[t + 1][1] - stamps[t][1] for t in range(1, frames + 1)]
 
-    # The network forward alone on a real search crop, to separate it from the pipeline around it.
+    # The network hook alone on a real search crop, to separate it from the pipeline around it.
     from trackers.box.pipeline import search_crop
 
     session = tracker.stream(clip[0], ref["init_box_xyxy"])
@@ -191,14 +235,14 @@ def child_speed(label: str, threads: int, frames: int, warmup: int) -> Dict[str,
     with torch.inference_mode():
         for _ in range(5):
             w0 = time.perf_counter()
-            tracker.model.forward_tokens(st.template, x[None].to(tracker.input_dtype))
+            tracker._predict(st.template, x[None].to(tracker.input_dtype))
             fwd.append(time.perf_counter() - w0)
     return {
         "label": label, "walls": walls[warmup:], "cpus": cpus[warmup:], "init_s": stamps[1][0] - stamps[0][0],
-        "forward_s": fwd[2:],
+        "forward_s": fwd[2:], "boxes": result.boxes.numpy().tolist(),
         "track_total_s": total, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
         "params_M": sum(p.numel() for p in tracker.model.parameters()) / 1e6,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "linear": _linear_info(),
     }
 
 
@@ -206,56 +250,99 @@ def child_interleaved(threads: int, frames: int, warmup: int) -> Dict[str, Any]:
     """All speed configurations in one process, one frame each in turn (rotating who goes first).
 
     Every configuration then sees the same mix of machine load, so the *ratios* between them are far steadier
-    than between separate processes run minutes apart; absolute times and RSS come from :func:`child_speed`.
+    than between separate processes run minutes apart; absolute times and RSS come from :func:`child_speed`. The
+    linear backend is switched per step (``trackers.ops.use_linear_backend``, when this checkout has it).
     """
+    import contextlib
+
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
-    import trackers
+    from trackers import ops
 
+    switch = getattr(ops, "use_linear_backend", None)
     ref = np.load(GOLDEN_TRACK)
     clip = looped(ref["video"], frames + 1)
     labels = list(SPEED_CONFIGS)
+    # One network per (tracker, config, dtype); configurations differing only in the backend share it.
+    built: Dict[tuple, Any] = {}
     sessions = {}
     for label in labels:
-        cls_name, name, overrides = SPEED_CONFIGS[label]
-        tracker = getattr(trackers, cls_name).from_config(name, seed=0, **overrides)
-        sessions[label] = tracker.stream(clip[0], ref["init_box_xyxy"])
+        cls_name, name, overrides, dtype, _ = SPEED_CONFIGS[label]
+        key = (cls_name, name, tuple(sorted(overrides.items())), dtype)
+        if key not in built:
+            built[key] = _build(label)
+        sessions[label] = built[key].stream(clip[0], ref["init_box_xyxy"])
     walls: Dict[str, List[float]] = {k: [] for k in labels}
     cpus: Dict[str, List[float]] = {k: [] for k in labels}
     for t in range(1, frames + 1):
         for label in labels[t % len(labels):] + labels[:t % len(labels)]:
-            w0, c0 = time.perf_counter(), time.process_time()
-            sessions[label].step(clip[t])
-            walls[label].append(time.perf_counter() - w0)
-            cpus[label].append(time.process_time() - c0)
-    return {"walls": {k: v[warmup:] for k, v in walls.items()}, "cpus": {k: v[warmup:] for k, v in cpus.items()}}
+            backend = SPEED_CONFIGS[label][4]
+            with switch(backend) if switch is not None else contextlib.nullcontext():
+                w0, c0 = time.perf_counter(), time.process_time()
+                sessions[label].step(clip[t])
+                walls[label].append(time.perf_counter() - w0)
+                cpus[label].append(time.process_time() - c0)
+    return {"walls": {k: v[warmup:] for k, v in walls.items()}, "cpus": {k: v[warmup:] for k, v in cpus.items()},
+            "switch": switch is not None}
+
+
+def child_flops() -> Dict[str, float]:
+    """GFLOP of one tracking step (``stream().step()``) of DETRack with / without CE and of LoRAT-B-224 (fp32)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from _roofline import count_flops
+
+    ref = np.load(GOLDEN_TRACK)
+    clip = looped(ref["video"], 3)
+    out = {}
+    for key, label in (("ce", CE), ("no_ce", NO_CE), ("lorat", LORAT)):
+        session = _build(label).stream(clip[0], ref["init_box_xyxy"])
+        session.step(clip[1])
+        total, _ = count_flops(lambda: session.step(clip[2]))
+        out[key] = total / 1e9
+    return out
+
+
+def child_gemm(threads: int) -> Dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    from _roofline import gemm_probe
+
+    return gemm_probe()
 
 
 def interleaved_rows(res: Dict[str, Any], a) -> List[str]:
     labels = list(SPEED_CONFIGS)
     med = {k: statistics.median(res["walls"][k]) for k in labels}
     cpu = {k: statistics.median(res["cpus"][k]) for k in labels}
-    ce, no_ce, lorat = labels
-    n = len(res["walls"][ce])
+    n = len(res["walls"][CE])
     rows = [f"| interleaved in one process ({a.threads} threads; {n} frames each after {a.warmup} warm-up) "
-            "| s/frame median | CPU s/frame median | ratio to DETRack CE (wall / CPU) |", "|---|---|---|---|"]
+            "| s/frame median | CPU s/frame median | ratio to DETRack CE fp32 plain (wall / CPU) |", "|---|---|---|---|"]
     for k in labels:
-        rows.append(f"| {k} | {med[k]:.3f} | {cpu[k]:.3f} | {med[k] / med[ce]:.2f} / {cpu[k] / cpu[ce]:.2f} |")
-    rows += ["", "Same frames, same load: the three trackers take turns frame by frame (`stream().step()`, the path "
-             "`track()` runs), so these ratios do not depend on when each process happened to run.", "",
-             f"* CE vs no CE (interleaved): {med[no_ce] / med[ce]:.2f} wall, {cpu[no_ce] / cpu[ce]:.2f} CPU "
-             f"(target >= 1.20: {'met' if med[no_ce] / med[ce] >= 1.2 else 'NOT met'}).",
-             f"* LoRAT-B-224 / DETRack CE (interleaved): {med[lorat] / med[ce]:.2f} wall, "
-             f"{cpu[lorat] / cpu[ce]:.2f} CPU (target > 1: {'met' if med[lorat] / med[ce] > 1 else 'NOT met'})."]
+        rows.append(f"| {k} | {med[k]:.3f} | {cpu[k]:.3f} | {med[k] / med[BOX_BASE]:.2f} / "
+                    f"{cpu[k] / cpu[BOX_BASE]:.2f} |")
+    rows += ["", "Same frames, same load: the configurations take turns frame by frame (`stream().step()`, the path "
+             "`track()` runs), so these ratios do not depend on when each process happened to run."
+             + ("" if res.get("switch") else " (No linear-backend switch in this checkout: plain and auto ran the "
+                                             "same code.)"), "",
+             f"* CE vs no CE (fp32 auto, interleaved): {med[NO_CE] / med[CE]:.2f} wall, {cpu[NO_CE] / cpu[CE]:.2f} CPU "
+             f"(target >= 1.20: {'met' if med[NO_CE] / med[CE] >= 1.2 else 'NOT met'}).",
+             f"* LoRAT-B-224 / DETRack CE (fp32 auto, interleaved): {med[LORAT] / med[CE]:.2f} wall, "
+             f"{cpu[LORAT] / cpu[CE]:.2f} CPU (target > 1: {'met' if med[LORAT] / med[CE] > 1 else 'NOT met'})."]
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- driver
 
-def _run_child(args: List[str]) -> Dict[str, Any]:
+def _run_child(args: List[str], backend: Optional[str] = None) -> Dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if backend is not None:
+        env["TRACKERS_LINEAR_BACKEND"] = backend
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
@@ -263,13 +350,9 @@ def _run_child(args: List[str]) -> Dict[str, Any]:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    from _roofline import cpu_model as model
+
+    return model()
 
 
 def size_tables(size: Dict[str, Any]) -> List[str]:
@@ -309,37 +392,71 @@ def size_tables(size: Dict[str, Any]) -> List[str]:
     return rows
 
 
-def speed_tables(runs: Dict[str, List[Dict[str, Any]]], size: Dict[str, Any], a) -> List[str]:
-    rows = [f"| tracker ({a.threads} threads, fp32, 240x320, track()) | s/frame median | s/frame min | "
-            "CPU s/frame median | frames/s | per-round medians s | network forward s | GMACs/frame | GMAC/s "
-            "| peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+def _route(info: Dict[str, Any], dtype: str) -> str:
+    route = info.get("linear_route_cpu_" + {"fp32": "float32", "bf16": "bfloat16"}[dtype])
+    if route is None:
+        return str(info.get("linear_default_backend", "n/a"))
+    packed = info.get("linear_packed_weights")
+    return route.split(" (")[0] + (f", {packed} packed" if packed else "")
+
+
+def speed_tables(runs: Dict[str, List[Dict[str, Any]]], flops: Dict[str, float], gemms: List[Dict[str, Any]],
+                 a) -> List[str]:
+    import numpy as np
+
+    from _roofline import bound
+
+    gemm = {d: {k: max(g[d][k] for g in gemms) for k in gemms[0][d]} for d in ("float32", "bfloat16")}
+    rate = {"fp32": gemm["float32"]["best"], "bf16": gemm["bfloat16"]["best"]}
+    rate_cpu = {"fp32": gemm["float32"]["best_cpu"], "bf16": gemm["bfloat16"]["best_cpu"]}
+    base_boxes = np.array(runs[BOX_BASE][0]["boxes"])
+    rows = [f"| tracker ({a.threads} threads, 240x320, track()) | s/frame median | s/frame min | CPU s/frame median "
+            "| frames/s | per-round medians s | network s | GFLOP/step | best GEMM GFLOP/s | bound s/frame "
+            "| of roofline | of roofline, CPU time | peak RSS GiB | max box diff px vs fp32 plain | linear route |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     med, cpu = {}, {}
     for label, rs in runs.items():
+        dtype = SPEED_CONFIGS[label][3]
         walls = [w for r in rs for w in r["walls"]]
         cpus = [c for r in rs for c in r["cpus"]]
         med[label], cpu[label] = statistics.median(walls), statistics.median(cpus)
-        key, field = SPEED_GMACS[label]
-        g = size[key][field] if size else float("nan")
+        g = flops[STEP_FLOPS[label]]
+        b, frac = bound(g, rate[dtype], med[label])
+        _, frac_cpu = bound(g, rate_cpu[dtype], cpu[label] / a.threads)
         rounds = ", ".join(f"{statistics.median(r['walls']):.3f}" for r in rs)
         fwd = statistics.median([f for r in rs for f in r["forward_s"]])
-        rows.append(f"| {label} | {med[label]:.3f} | {min(walls):.3f} | {statistics.median(cpus):.3f} "
-                    f"| {1 / med[label]:.1f} | {rounds} | {fwd:.3f} "
-                    f"| {g:.1f} | {g / med[label]:.0f} "
-                    f"| {max(r['peak_rss_gib'] for r in rs):.2f} |")
-    ce, no_ce, lorat = (med[k] for k in SPEED_CONFIGS)
-    ce_cpu, no_ce_cpu, lorat_cpu = (cpu[k] for k in SPEED_CONFIGS)
-    n = sum(len(r["walls"]) for r in next(iter(runs.values())))
+        if label == BOX_BASE:
+            diff = "(reference)"
+        elif STEP_FLOPS[label] == "ce":
+            diff = f"{max(float(np.abs(np.array(r['boxes']) - base_boxes).max()) for r in rs):.2g}"
+        else:
+            diff = "-- (other network)"
+        rows.append(f"| {label} | {med[label]:.3f} | {min(walls):.3f} | {cpu[label]:.3f} | {1 / med[label]:.1f} "
+                    f"| {rounds} | {fwd:.3f} | {g:.1f} | {rate[dtype]:.0f} | {b:.3f} | {100 * frac:.0f} % "
+                    f"| {100 * frac_cpu:.0f} % | {max(r['peak_rss_gib'] for r in rs):.2f} | {diff} "
+                    f"| {_route(rs[0]['linear'], dtype)} |")
+    n = sum(len(r["walls"]) for r in runs[CE])
     rows += ["", f"Median over {n} timed frames per configuration ({a.rounds} round(s) x ({a.frames} tracked frames "
              f"- {a.warmup} warm-up)); every configuration in its own process. CPU s/frame is the process's CPU "
              "time (all threads) per step: less sensitive than wall time to other jobs taking the cores. "
-             "Network forward: the model's forward alone on one search crop (median of 3 after 2 warm-up calls "
-             "per process); GMAC/s = GMACs/frame / median s/frame.", "",
-             f"* CE vs no CE: no-CE time / CE time = {no_ce / ce:.2f} wall (CE takes {100 * (1 - ce / no_ce):.0f} % "
-             f"less time per frame), {no_ce_cpu / ce_cpu:.2f} CPU. Target >= 1.20 (wall): "
-             f"{'met' if no_ce / ce >= 1.2 else 'NOT met'}.",
-             f"* DETRack (CE) vs LoRAT-B-224: LoRAT time / DETRack time = {lorat / ce:.2f} wall, "
-             f"{lorat_cpu / ce_cpu:.2f} CPU. Target > 1 (wall): {'met' if lorat / ce > 1 else 'NOT met'}. "
-             f"(DETRack without CE: {lorat / no_ce:.2f} wall.)"]
+             "Network s: the tracker's network hook alone on one search crop (median of 3 after 2 warm-up calls "
+             "per process). Bound = GFLOP/step / best GEMM rate of the row's dtype; of roofline = bound / s/frame "
+             "median; the CPU-time column uses process CPU time / threads for both. Box diff: the same random "
+             "network in another dtype / linear backend, max over all frames of the clip.", "",
+             f"| best GEMM rate, GFLOP/s ({a.threads} threads, best of {len(gemms)} probe(s)) | F.linear "
+             "| oneDNN packed | best | per CPU second: F.linear / oneDNN / best |", "|---|---|---|---|---|"]
+    for d in ("float32", "bfloat16"):
+        g = gemm[d]
+        rows.append(f"| {d} | {g['plain']:.0f} | {g['onednn']:.0f} | {g['best']:.0f} "
+                    f"| {g['plain_cpu']:.0f} / {g['onednn_cpu']:.0f} / {g['best_cpu']:.0f} |")
+    rows += ["",
+             f"* CE vs no CE (fp32 auto): no-CE time / CE time = {med[NO_CE] / med[CE]:.2f} wall (CE takes "
+             f"{100 * (1 - med[CE] / med[NO_CE]):.0f} % less time per frame), {cpu[NO_CE] / cpu[CE]:.2f} CPU. "
+             f"Target >= 1.20 (wall): {'met' if med[NO_CE] / med[CE] >= 1.2 else 'NOT met'}.",
+             f"* DETRack (CE) vs LoRAT-B-224 (fp32 auto): LoRAT time / DETRack time = {med[LORAT] / med[CE]:.2f} "
+             f"wall, {cpu[LORAT] / cpu[CE]:.2f} CPU. Target > 1 (wall): "
+             f"{'met' if med[LORAT] / med[CE] > 1 else 'NOT met'}. (DETRack without CE: "
+             f"{med[LORAT] / med[NO_CE]:.2f} wall.)"]
     return rows
 
 
@@ -353,7 +470,7 @@ def main() -> None:
     ap.add_argument("--interleaved-frames", type=int, default=20,
                     help="frames per configuration of the interleaved one-process comparison (0 = skip it)")
     ap.add_argument("--json", action="store_true", help="print the raw results as JSON instead of tables")
-    ap.add_argument("--child", choices=["size", "speed", "interleaved"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["size", "speed", "interleaved", "flops", "gemm"], help=argparse.SUPPRESS)
     ap.add_argument("--label", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.frames <= a.warmup:
@@ -367,31 +484,44 @@ def main() -> None:
     if a.child == "interleaved":
         print(json.dumps(child_interleaved(a.threads, a.frames, a.warmup)))
         return
+    if a.child == "flops":
+        print(json.dumps(child_flops()))
+        return
+    if a.child == "gemm":
+        print(json.dumps(child_gemm(a.threads)))
+        return
 
     load0 = os.getloadavg()
-    size = _run_child(["--child", "size"]) if a.only in ("size", "all") else None
+    size = _run_child(["--child", "size"], backend="plain") if a.only in ("size", "all") else None
     runs: Dict[str, List[Dict[str, Any]]] = {k: [] for k in SPEED_CONFIGS}
+    flops, gemms = None, []
     if a.only in ("speed", "all"):
+        flops = _run_child(["--child", "flops"], backend="plain")
         labels = list(SPEED_CONFIGS)
         for r in range(a.rounds):
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
                 runs[label].append(_run_child(["--child", "speed", "--label", label, "--threads", str(a.threads),
-                                               "--frames", str(a.frames), "--warmup", str(a.warmup)]))
+                                               "--frames", str(a.frames), "--warmup", str(a.warmup)],
+                                              backend=SPEED_CONFIGS[label][4]))
                 print(f"{label}: round {r + 1} median {statistics.median(runs[label][-1]['walls']):.3f} s/frame",
                       file=sys.stderr, flush=True)
+            gemms.append(_run_child(["--child", "gemm", "--threads", str(a.threads)]))
     inter = None
     if a.only in ("speed", "all") and a.interleaved_frames > 0:
         inter = _run_child(["--child", "interleaved", "--threads", str(a.threads),
                             "--frames", str(a.interleaved_frames + a.warmup), "--warmup", str(a.warmup)])
     load1 = os.getloadavg()
     if a.json:
-        print(json.dumps({"size": size, "speed": runs, "interleaved": inter, "cpu": cpu_model(),
-                          "load": [load0, load1]}, indent=1))
+        print(json.dumps({"size": size, "speed": runs, "interleaved": inter, "flops": flops, "gemm": gemms,
+                          "cpu": cpu_model(), "load": [load0, load1]}, indent=1))
         return
 
     import torch
 
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs visible); torch {torch.__version__}.")
+    from _roofline import cpu_flags
+
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs visible; "
+          f"{cpu_flags('avx512f', 'avx512_bf16', 'amx_bf16')}); torch {torch.__version__}.")
     print(f"Load average (1/5/15 min) before: {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, after: "
           f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}. The machine is shared with other jobs, so timings are "
           "noisy: a load above the CPU count means the runs competed for cores.")
@@ -407,7 +537,7 @@ def main() -> None:
         print()
     if a.only in ("speed", "all"):
         print("### CPU tracking speed (random weights)\n")
-        print("\n".join(speed_tables(runs, size, a)))
+        print("\n".join(speed_tables(runs, flops, gemms, a)))
     if inter:
         print()
         print("\n".join(interleaved_rows(inter, a)))
