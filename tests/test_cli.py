@@ -292,9 +292,9 @@ def test_demo_random_weights_says_so(tmp_path, capsys, monkeypatch):
     assert info.num_frames == 6 and info.size == (54, 96)
 
 
-def test_track_without_model_uses_the_shipped_models(tiny_video, tmp_path):
+def test_track_without_model_uses_the_shipped_models(tiny_video, tmp_path, capsys):
     """No --model: points with the shipped point tracker, a box with the shipped box tracker; the annotated video
-    is written next to the input by default."""
+    is written next to the input unless only --save is asked for."""
     import shutil
 
     video = shutil.copy(tiny_video, tmp_path / "clip.mp4")
@@ -302,11 +302,12 @@ def test_track_without_model_uses_the_shipped_models(tiny_video, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "PointTracker('cotracker3-small-synthetic'" in r.stdout and "tracked 4 points over 8 frames" in r.stdout
     assert io.video_info(tmp_path / "clip_tracked.mp4").num_frames == T
+    (tmp_path / "clip_tracked.mp4").unlink()
     save = tmp_path / "b.npz"
-    r = _run("track", str(video), "--box", "8,14,24,30", "--save", str(save), "--no-progress")
-    assert r.returncode == 0, r.stderr
-    assert "BoxTracker('detrack-small-synthetic'" in r.stdout
+    assert cli.main(["track", str(video), "--box", "8,14,24,30", "--save", str(save), "--no-progress"]) == 0
+    assert "BoxTracker('detrack-small-synthetic'" in capsys.readouterr().out
     assert tuple(BoxTracks.load(save).boxes.shape) == (T, 4)
+    assert not (tmp_path / "clip_tracked.mp4").exists()
 
 
 def test_demo_random_weights_needs_registry_name(tiny_point_model, capsys):
