@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,8 +28,12 @@ def wheel(tmp_path_factory):
     shutil.copytree(REPO_ROOT / "trackers", src / "trackers",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp_path_factory.mktemp("dist")
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                          "--no-index", "-w", str(dist), "-q"], capture_output=True, text=True, timeout=600)
+    # With setuptools installed here, build with it (fast, no network); otherwise (e.g. a Python 3.12+ venv, which
+    # has no setuptools) let pip fetch the build backend that pyproject.toml names, as `pip install` would.
+    isolation = (["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") is not None
+                 else [])
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", *isolation,
+                          "-w", str(dist), "-q"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     wheels = list(dist.glob("trackers-*.whl"))
     assert len(wheels) == 1, wheels
