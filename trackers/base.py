@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, TypeVar, Union
 import torch
 from torch import nn
 
-from trackers import registry
+from trackers import ops, registry
 from trackers.errors import InputError
 from trackers.precision import auto_dtype
 
@@ -171,6 +171,8 @@ class Tracker:
             self.model.to(device=device)
         if dtype is not None:
             self._cast(dtype)
+        # the oneDNN layouts of the old weights are stale now: free them at once (the next call re-packs)
+        ops.release_packed(self.model)
         return self
 
     def _cast(self, dtype: torch.dtype) -> None:

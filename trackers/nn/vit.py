@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trackers import ops
+
 __all__ = [
     "ViTSpec",
     "swiglu_hidden_dim",
@@ -99,16 +101,20 @@ class Attention(nn.Module):
         """Self-attention of ``x (B, N, C)``; with ``query_start > 0`` only tokens ``query_start:`` are returned
         (they still attend to all tokens), which saves work when the earlier outputs are not needed."""
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = ops.linear_module(self.qkv, x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q = qkv[0][:, :, query_start:] if query_start else qkv[0]
         if attn_mask is not None and query_start:
             attn_mask = attn_mask[..., query_start:, :]
         out = F.scaled_dot_product_attention(q, qkv[1], qkv[2], attn_mask=attn_mask)
-        return self.proj(out.transpose(1, 2).reshape(b, n - query_start, c))
+        return ops.linear_module(self.proj, out.transpose(1, 2).reshape(b, n - query_start, c))
 
 
 class Mlp(nn.Module):
-    """Two-layer FFN ``fc2(GELU(fc1(x)))`` (exact erf GELU, as in DINOv2 and MAE)."""
+    """Two-layer FFN ``fc2(GELU(fc1(x)))`` (exact erf GELU, as in DINOv2 and MAE).
+
+    At CPU inference the GELU is fused into ``fc1``'s product (:func:`trackers.ops.linear_module`); ``act`` stays a
+    module so the layout matches timm's, and the fused path is taken only while it is the exact ``nn.GELU()``.
+    """
 
     def __init__(self, dim: int, hidden: int, bias: bool = True) -> None:
         super().__init__()
@@ -117,7 +123,11 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        if type(self.act) is nn.GELU and self.act.approximate in ("none", "tanh"):
+            h = ops.linear_module(self.fc1, x, "gelu" if self.act.approximate == "none" else "gelu_tanh")
+        else:
+            h = self.act(self.fc1(x))
+        return ops.linear_module(self.fc2, h)
 
 
 class SwiGLUFFN(nn.Module):
@@ -129,8 +139,8 @@ class SwiGLUFFN(nn.Module):
         self.w3 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.w12(x).chunk(2, dim=-1)
-        return self.w3(F.silu(x1) * x2)
+        x1, x2 = ops.linear_module(self.w12, x).chunk(2, dim=-1)
+        return ops.linear_module(self.w3, F.silu(x1) * x2)
 
 
 class LayerScale(nn.Module):

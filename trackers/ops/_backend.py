@@ -150,7 +150,8 @@ class OpsInfo(dict):
 
 
 def info() -> OpsInfo:
-    """Report the Triton version, interpreter mode, CUDA availability and which backend each device uses.
+    """Report the Triton version, interpreter mode, CUDA availability and which backend each device uses, and which
+    linear backend runs (``linear_*`` rows, see :mod:`trackers.ops.linear`).
 
     Returns a :class:`OpsInfo` (a ``dict``); ``print(trackers.ops.info())`` shows it as a table.
     """
@@ -171,6 +172,8 @@ def info() -> OpsInfo:
         mod = sys.modules.get(f"trackers.ops.{name}")
         built[name] = ("not imported yet" if mod is None else
                        ("interpreter" if getattr(mod, "INTERPRETED", False) else "compiled (JIT)"))
+    from trackers.ops.linear import linear_info  # lazy: keeps the two backend switches independent
+
     return OpsInfo(
         torch=torch.__version__,
         triton=version if ok else f"unavailable ({err})",
@@ -183,4 +186,5 @@ def info() -> OpsInfo:
         triton_dtypes="float32, float16, bfloat16 (fp32 accumulation); float64 -> torch reference",
         corr4d_kernels=built["_corr4d_triton"],
         ms_deform_attn_kernels=built["_msda_triton"],
+        **linear_info(),
     )
