@@ -14,7 +14,7 @@ from golden_weights import synth_state_dict
 
 import trackers
 from _helpers import TINY_LORAT, moving_square_video
-from trackers.box.pipeline import select_box
+from trackers.box.pipeline import hann_window_2d, select_box
 from trackers.models.lorat import LoRAT, LoRATConfig
 
 
@@ -74,18 +74,22 @@ def test_select_cells_forward_and_errors():
 
 
 def test_selected_cell_is_the_pipelines_choice(tiny):
-    # Random maps with ties and -inf cells: the hook's cell is exactly the one select_box takes.
+    # Random maps, a flat one and one with -inf cells: the hook's cell is the windowed argmax select_box takes.
     g = torch.Generator().manual_seed(0)
     original = tiny.settings
-    for window in ("blend", "multiply"):
-        tr = tiny.with_settings(window=window)
-        maps = torch.randn(6, 4, 4, generator=g)
-        maps[1] = 0.0
-        maps[2, :2] = float("-inf")
+    maps = torch.randn(6, 4, 4, generator=g) * 3
+    maps[1] = 0.0
+    maps[2, :2] = float("-inf")
+    p = maps.sigmoid().reshape(6, -1)
+    hann = hann_window_2d(4, 4).reshape(1, -1)
+    for window, rule in (("blend", lambda: p * 0.55 + hann * 0.45), ("multiply", lambda: p * hann)):
+        tr = tiny.with_settings(window=window, window_penalty=0.45)
         cells = tr._selected_cells(maps)
+        assert torch.equal(cells, rule().argmax(1)), window
         numbers = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4, 1).expand(6, 4, 4, 4)
-        ref, _ = select_box(maps, numbers, tr.settings, 1)
-        assert torch.equal(cells, ref[:, 0].long())
+        assert torch.equal(select_box(maps, numbers, tr.settings, 1)[0][:, 0].long(), cells)
+    # The window matters on these maps (otherwise the check would not tell the rules apart).
+    assert not torch.equal(p.argmax(1), (p * hann).argmax(1))
     tiny.settings = original
 
 
