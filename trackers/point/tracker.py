@@ -290,7 +290,8 @@ class PointTracker(Tracker):
             grid_query_frame: frame of the grid points.
             segm_mask: ``(H, W)`` mask; only grid points inside it (mask != 0) are tracked.
             backward: also track from each query frame towards the start (a second, time-reversed pass); without
-                it the offline model still estimates earlier frames, the online model does not see them.
+                it the offline model still estimates earlier frames, the online model does not see them. Skipped
+                when every point starts at frame 0 (it would change nothing).
             support_grid: add the 6x6 context grid (removed from the output). Default: the official behaviour,
                 i.e. offline with ``queries`` or ``segm_mask``; online never.
             iters: refinement iterations (default ``settings.iters``: 6, as the official predictors).
@@ -312,6 +313,9 @@ class PointTracker(Tracker):
         T, _, H, W = v.shape
         plan = self._plan(H, W, T, queries, grid_size, grid_query_frame, segm_mask, support_grid)
         _check_memory(plan.model_queries.shape[0], T, self.config, "track()")
+        # the backward pass only fills the frames before each point's own frame: with every point starting at
+        # frame 0 (e.g. a grid on the first frame) none of its output would be used, so it is not run
+        backward = backward and bool((plan.model_queries[:plan.num_user, 0] > 0).any())
         with torch.inference_mode():
             if self.online:
                 out = self._track_online(v, plan, iters)
