@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trackers import ops
 from trackers.nn.vit import Block, PatchEmbed, trunc_normal_init_
 
 __all__ = ["CEViTEncoder", "EncoderOutput", "centre_template_mask"]
@@ -249,11 +250,13 @@ class CEViTEncoder(nn.Module):
         attn = blk.attn
         # Mixed precision: the residual stream keeps its dtype, the block matrices may be lower precision.
         mm = attn.qkv.weight.dtype
-        qkv = attn.qkv(blk.norm1(h).to(mm)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        # Linears through trackers.ops (pre-packed oneDNN at CPU inference, F.linear otherwise), as the ViT blocks.
+        qkv = ops.linear_module(attn.qkv, blk.norm1(h).to(mm))
+        qkv = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         start = nz if search_only else 0
         y = F.scaled_dot_product_attention(q[:, :, start:], k, v).transpose(1, 2).reshape(b, n - start, c)
-        h = h[:, start:] + blk.drop_path(blk.ls1(attn.proj(y).to(h.dtype)))
+        h = h[:, start:] + blk.drop_path(blk.ls1(ops.linear_module(attn.proj, y).to(h.dtype)))
         if keep_ratio < 1.0:
             h, search_index = self._eliminate(h, q, k, nz, rows, search_index, keep_ratio, out)
         return h + blk.drop_path(blk.ls2(blk.mlp(blk.norm2(h).to(mm)).to(h.dtype))), search_index
