@@ -113,8 +113,8 @@ def test_config_validation_names_the_bad_value():
         SyntheticConfig(num_frames=0)
     with pytest.raises(ValueError, match="num_objects"):
         SyntheticConfig(num_objects=(4, 2))
-    with pytest.raises(ValueError, match="textures.*marble"):
-        SyntheticConfig(textures=("noise", "marble"))
+    with pytest.raises(ValueError, match="textures.*granite"):
+        SyntheticConfig(textures=("noise", "granite"))
     with pytest.raises(ValueError, match="blur_samples"):
         SyntheticConfig(blur_samples=4)
     with pytest.raises(ValueError, match="max_blur_samples"):
@@ -479,3 +479,16 @@ def test_clip_is_a_dataclass_with_the_documented_fields():
     clip = generate_clip(0, SMALL)
     assert isinstance(clip, SyntheticClip) and clip.seed == 0 and clip.id_map is None
     assert clip.query_frame.dtype == np.int64 and clip.object_visible_fraction.dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", ["palette", "marble", "patches"])
+def test_many_coloured_training_textures(kind):
+    """The many-coloured training kinds really carry several distinct colours (what the two-colour kinds lack)."""
+    from trackers.train.data.synthetic import make_texture
+
+    tex = make_texture(kind, 96, 96, np.random.default_rng(3))
+    assert tex.shape == (96, 96, 3) and tex.dtype == np.float32
+    assert 0.0 <= tex.min() and tex.max() <= 255.0
+    coarse = np.unique((tex // 64).astype(np.int64).reshape(-1, 3), axis=0)  # 4 bins per channel
+    assert len(coarse) >= 4, (kind, len(coarse))
+    assert not np.array_equal(tex, make_texture(kind, 96, 96, np.random.default_rng(4)))

@@ -60,7 +60,10 @@ __all__ = [
 ]
 
 #: Texture kinds used for training by default.
-TRAIN_TEXTURES: Tuple[str, ...] = ("noise", "stripes", "checker", "gradient")
+#: The many-coloured kinds (``palette``, ``marble``, ``patches``) were added after a box model trained on the first four
+#: two-colour kinds lost its target at once on the many-coloured held-out kinds: colour variety, not the held-out
+#: patterns themselves, is what a model needs to have seen.
+TRAIN_TEXTURES: Tuple[str, ...] = ("noise", "stripes", "checker", "gradient", "palette", "marble", "patches")
 #: Texture kinds kept out of the default training config, used by :meth:`SyntheticConfig.wider` for held-out tests.
 HELD_OUT_TEXTURES: Tuple[str, ...] = ("dots", "cells", "plaid")
 #: Every texture kind :func:`make_texture` knows.
@@ -503,7 +506,9 @@ def make_texture(kind: str, height: int, width: int, rng: np.random.Generator) -
 
     Kinds: ``noise`` (coloured multi-octave value noise), ``stripes`` (gratings of random period, angle and
     sharpness), ``checker`` (rotated checkerboard), ``gradient`` (a linear colour ramp with faint detail, a
-    weakly textured hard case); held out by default: ``dots`` (random disks on a noisy base), ``cells``
+    weakly textured hard case), ``palette`` (smooth noise cut into 4-12 flat regions of random colours, like
+    camouflage), ``marble`` (turbulent bands through a ramp of 3-6 random colours), ``patches`` (a collage of
+    rotated rectangles of random colours); held out by default: ``dots`` (random disks on a noisy base), ``cells``
     (Voronoi cells with dark borders), ``plaid`` (two crossing gratings). All kinds except ``gradient`` carry
     some fine noise so that points on them can be tracked.
     """
@@ -537,6 +542,37 @@ def make_texture(kind: str, height: int, width: int, rng: np.random.Generator) -
         d = xx * math.cos(ang) + yy * math.sin(ang)
         s = ((d - d.min()) / max(float(d.max() - d.min()), 1e-6))[..., None]
         out = a + (b - a) * s + 12.0 * detail
+    elif kind == "palette":
+        k = int(rng.integers(4, 13))
+        t = _fractal(rng, 1, h, w, cell=rng.uniform(16.0, 64.0))[..., 0]
+        levels = np.minimum((t * k).astype(np.int64), k - 1)  # t spans [0, 1]: every colour is used
+        out = _colours(rng, k)[levels] + 30.0 * detail
+    elif kind == "marble":
+        k = int(rng.integers(3, 7))
+        ang = rng.uniform(0, 2 * math.pi)
+        d = (xx * math.cos(ang) + yy * math.sin(ang)) / rng.uniform(10.0, 40.0)
+        turb = rng.uniform(2.0, 8.0) * _fractal(rng, 1, h, w, cell=rng.uniform(16.0, 64.0))[..., 0]
+        phase = (0.5 + 0.5 * np.sin(d + turb)) * (k - 1)  # position along the colour ramp
+        i0 = np.minimum(phase.astype(np.int64), k - 2)
+        f = (phase - i0)[..., None]
+        ramp = _colours(rng, k)
+        out = ramp[i0] * (1 - f) + ramp[i0 + 1] * f + 30.0 * detail
+    elif kind == "patches":
+        out = _colours(rng, 1)[0] + 0.0 * xx[..., None] + 40.0 * detail
+        for _ in range(max(1, int(h * w / rng.uniform(150.0, 500.0)))):
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            half = rng.uniform(2.0, 14.0, size=2)
+            ang = rng.uniform(0, math.pi)
+            r = float(np.hypot(*half)) + 1.0
+            x0, x1 = max(0, int(cx - r)), min(w, int(cx + r) + 1)
+            y0, y1 = max(0, int(cy - r)), min(h, int(cy + r) + 1)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            dx, dy = xx[y0:y1, x0:x1] - cx, yy[y0:y1, x0:x1] - cy
+            u = np.abs(dx * math.cos(ang) + dy * math.sin(ang))
+            v = np.abs(-dx * math.sin(ang) + dy * math.cos(ang))
+            alpha = np.clip(np.minimum(half[0] - u, half[1] - v) + 0.5, 0.0, 1.0)[..., None]  # anti-aliased edge
+            out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - alpha) + _colours(rng, 1)[0] * alpha
     elif kind == "dots":
         out = a + 40.0 * detail
         n = max(1, int(h * w / rng.uniform(60.0, 200.0)))
