@@ -13,6 +13,14 @@ also taken with); speed does not depend on them. Video: the
     python benchmarks/point_tracker.py --only stream --stream-frames 200 2000
     python benchmarks/point_tracker.py --only long     # offline, 300 frames x 1000 points
     python benchmarks/point_tracker.py --only roofline # FLOPs of each run vs the best GEMM rate of this CPU
+    python benchmarks/point_tracker.py --only linear --threads 1   # plain vs oneDNN linears, interleaved
+
+``--only linear`` compares the two linear backends of ``trackers.ops`` (``F.linear`` vs oneDNN with packed weights
+and fused bias + GELU) side by side: one process per (model, points, dtype) holds the tracker and alternates the
+backends run by run (the order flips every round), so both see the same load; medians of wall and process CPU time
+(CPU time is less disturbed by other jobs on the cores). Each row ends with the roofline: the run's FLOPs (torch's
+counter: matrix products, convolutions, attention) over the best GEMM rate this CPU reached at that dtype and
+thread count (either backend), and the fraction of that bound each backend reaches (bound / CPU time per thread).
 
 Official reference (same machine type, 2 threads, fp32, 24 frames 384x512): offline 15.5 s / 61.1 s
 (100 / 1000 points) at 2.9 / 3.2 GiB peak; online 17.6 s / 82.6 s at 2.3 / 2.5 GiB.
@@ -113,10 +121,16 @@ def run_one(args) -> dict:
         video, q = _video(24), _queries(args.points)
         total, by_op = count_flops(lambda: tracker.track(video, q))
         return {"gflop": total / 1e9, "by_op": {k: v / 1e9 for k, v in by_op.items()}}
+    if args.task == "linear":
+        return _interleaved_linear(args)
     if args.task == "gemm":
         from _roofline import best_gemm_gflops
 
         return best_gemm_gflops(args.dtype)
+    if args.task == "gemmprobe":
+        from _roofline import gemm_probe
+
+        return gemm_probe(("float32", "bfloat16"))
     if args.task == "long":
         tracker = _tracker("offline", args.dtype)
         video = _video(args.frames)
@@ -158,6 +172,84 @@ def run_one(args) -> dict:
     raise ValueError(args.task)
 
 
+LINEAR_BACKENDS = ("plain", "onednn")
+
+
+def _interleaved_linear(args) -> dict:
+    """Time ``track`` with each linear backend in turn (same process, same inputs); optionally count its FLOPs."""
+    import torch
+
+    from trackers import ops
+
+    tracker = _tracker(args.kind, args.dtype)
+    video, q = _video(args.frames), _queries(args.points)
+    warm = _video(4)
+    for b in LINEAR_BACKENDS:  # packs the weights and warms the allocator, outside the timed runs
+        with ops.use_linear_backend(b):
+            tracker.track(warm, q[:16])
+    wall = {b: [] for b in LINEAR_BACKENDS}
+    cpu = {b: [] for b in LINEAR_BACKENDS}
+    tracks = {}
+    for r in range(args.repeats):
+        for b in (LINEAR_BACKENDS if r % 2 == 0 else LINEAR_BACKENDS[::-1]):
+            with ops.use_linear_backend(b):
+                t0, c0 = time.perf_counter(), _cpu_s()
+                res = tracker.track(video, q)
+                wall[b].append(time.perf_counter() - t0)
+                cpu[b].append(_cpu_s() - c0)
+            tracks[b] = res.tracks
+    out = {"wall": wall, "cpu": cpu, "threads": torch.get_num_threads(),
+           "max_track_diff": float((tracks["plain"] - tracks["onednn"]).abs().max()),
+           "route": ops.linear_info()[f"linear_route_cpu_{args.dtype}"]}
+    if args.count_flops:
+        from _roofline import count_flops
+
+        out["gflop"] = count_flops(lambda: tracker.track(video, q))[0] / 1e9
+    return out
+
+
+def linear_rows(args) -> list:
+    """plain vs oneDNN linears, interleaved in one process per row, with the roofline of each row."""
+    from _roofline import bound, cpu_flags, cpu_model
+
+    probe = _spawn("--task", "gemmprobe", threads=args.threads)
+    load = os.getloadavg()
+    out = ["", f"CPU: {cpu_model()} ({os.cpu_count()} cores; {cpu_flags('avx512f', 'avx512_bf16', 'amx_bf16')}); "
+               f"{args.threads} thread(s); load average {load[0]:.1f} when starting (other jobs share the cores)",
+           f"best GEMM GFLOP/s (max over both backends; plain / oneDNN): "
+           + "; ".join(f"{d} {probe[d]['best']:.0f} ({probe[d]['plain']:.0f} / {probe[d]['onednn']:.0f})"
+                       for d in ("float32", "bfloat16")),
+           "",
+           "| run | points | dtype | plain wall s (runs) | oneDNN wall s (runs) | oneDNN / plain wall | plain CPU s | "
+           "oneDNN CPU s | oneDNN / plain CPU | max track diff px | GFLOP | bound s | fraction of bound plain / "
+           "oneDNN |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    gflop = {}
+    for kind in args.kinds:
+        for n in args.sizes:
+            for dtype in args.dtypes:
+                count = (kind, n) not in gflop
+                r = _spawn("--task", "linear", "--kind", kind, "--points", str(n), "--dtype", dtype,
+                           "--repeats", str(args.repeats), "--frames", str(args.linear_frames),
+                           *(["--count-flops"] if count else []), threads=args.threads)
+                if count:
+                    gflop[(kind, n)] = r["gflop"]
+                g = gflop[(kind, n)]
+                med = {k: {b: statistics.median(r[k][b]) for b in LINEAR_BACKENDS} for k in ("wall", "cpu")}
+                # CPU time per thread: the time the run would take on otherwise idle cores
+                b_s, _ = bound(g, probe[dtype]["best"], 1.0)
+                frac = {b: b_s / (med["cpu"][b] / r["threads"]) for b in LINEAR_BACKENDS}
+                runs = {b: ", ".join(f"{t:.1f}" for t in r["wall"][b]) for b in LINEAR_BACKENDS}
+                out.append(
+                    f"| {kind}, {args.linear_frames} frames 384x512 | {n} | {dtype} | {med['wall']['plain']:.1f} "
+                    f"({runs['plain']}) | {med['wall']['onednn']:.1f} ({runs['onednn']}) | "
+                    f"{med['wall']['onednn'] / med['wall']['plain']:.2f} | {med['cpu']['plain']:.1f} | "
+                    f"{med['cpu']['onednn']:.1f} | {med['cpu']['onednn'] / med['cpu']['plain']:.2f} | "
+                    f"{r['max_track_diff']:.2g} | {g:.0f} | {b_s:.1f} | {frac['plain']:.2f} / {frac['onednn']:.2f} |")
+                print(out[-1], file=sys.stderr, flush=True)
+    return out
+
+
 def _spawn(*extra: str, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--one", "--threads", str(threads), *extra]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -193,7 +285,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stream-frames", type=int, nargs="+", default=[200, 2000])
-    p.add_argument("--only", choices=["speed", "bf16", "stream", "long", "roofline", "all"], default="all")
+    p.add_argument("--only", choices=["speed", "bf16", "stream", "long", "roofline", "linear", "all"],
+                   default="all")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes of --only linear")
+    p.add_argument("--linear-frames", type=int, default=24, help="clip length of --only linear")
+    p.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kinds", nargs="+", default=["offline", "online"])
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     args = p.parse_args()
@@ -201,9 +297,10 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
 
-    rows = ["| run | points | dtype | median wall s (runs) | CPU s | peak RSS GiB | official fp32 s / GiB |",
-            "|---|---|---|---|---|---|---|"]
+    rows = []
     if args.only in ("speed", "bf16", "all"):
+        rows += ["| run | points | dtype | median wall s (runs) | CPU s | peak RSS GiB | official fp32 s / GiB |",
+                 "|---|---|---|---|---|---|---|"]
         dtypes = {"speed": ["float32"], "bf16": ["bfloat16"], "all": ["float32", "bfloat16"]}[args.only]
         for dtype in dtypes:
             for kind in args.kinds:
@@ -232,6 +329,8 @@ def main() -> None:
                     f" | {r['peak_gib']:.2f} | (target < 6 GiB) |")
     if args.only in ("roofline", "all"):
         rows += roofline_rows(args)
+    if args.only in ("linear", "all"):
+        rows += linear_rows(args)
     print(f"threads={args.threads}; the machine may be shared with other jobs: timings are noisy.\n")
     print("\n".join(rows))
 
