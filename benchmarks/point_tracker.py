@@ -216,7 +216,7 @@ def linear_rows(args) -> list:
     load = os.getloadavg()
     out = ["", f"CPU: {cpu_model()} ({os.cpu_count()} cores; {cpu_flags('avx512f', 'avx512_bf16', 'amx_bf16')}); "
                f"{args.threads} thread(s); load average {load[0]:.1f} when starting (other jobs share the cores)",
-           f"best GEMM GFLOP/s (max over both backends; plain / oneDNN): "
+           "best GEMM GFLOP/s (max over both backends; plain / oneDNN): "
            + "; ".join(f"{d} {probe[d]['best']:.0f} ({probe[d]['plain']:.0f} / {probe[d]['onednn']:.0f})"
                        for d in ("float32", "bfloat16")),
            "",
