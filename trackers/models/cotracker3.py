@@ -24,6 +24,11 @@ attention) or frames (track attention), so a long clip never materialises the 11
 correlations or attention maps of all frames at once. Only the finest feature map is kept for the whole clip (the
 coarser levels are pooled from it a few frames at a time); the other full-length tensors are the 384-d tokens and the
 coordinates.
+
+Linears: at CPU inference (fp32 / bf16) the transformer's and ``corr_mlp``'s linears run through oneDNN with packed
+weights and the MLPs' GELU fused into the first product (:func:`trackers.ops.linear_module`); when autograd records,
+on other devices, or with ``TRACKERS_LINEAR_BACKEND=plain`` they are plain ``F.linear`` calls. The layers stay
+``nn.Linear`` modules, so the state-dict keys are those of the released checkpoints either way.
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ re-packs it, replacing the stale one. Entries die with their parameter; :func:`r
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import warnings
@@ -151,6 +152,7 @@ def _run_probe() -> tuple[bool, Optional[str]]:
     return True, None
 
 
+@functools.lru_cache(maxsize=None)
 def _bf16_native() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
