@@ -333,3 +333,17 @@ def test_tracker_to_releases_packed_weights():
     with ops.use_linear_backend("plain"):
         want = tracker.track(video, queries).tracks
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_lora_wrapped_layers_still_run():
+    """Layers replaced by LoRA wrappers (not nn.Linear) take the module path in the ViT and CoTracker3 MLPs."""
+    from trackers.models.cotracker3 import _Mlp
+    from trackers.nn import inject_lora
+    from trackers.nn.vit import Mlp
+
+    for mlp in (Mlp(16, 32), _Mlp(16, 32, 16, "tanh")):
+        x = torch.randn(3, 16)
+        with torch.no_grad():
+            want = mlp(x)
+            inject_lora(mlp, rank=2, init="lora")  # zero B: same function
+            torch.testing.assert_close(mlp(x), want, atol=1e-5, rtol=1e-5)

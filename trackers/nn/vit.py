@@ -123,10 +123,12 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if type(self.act) is nn.GELU and self.act.approximate in ("none", "tanh"):
-            h = ops.linear_module(self.fc1, x, "gelu" if self.act.approximate == "none" else "gelu_tanh")
+        act = self.act
+        # fuse only the plain GELU module (a replaced or hooked activation is called as a module)
+        if type(act) is nn.GELU and not (act._forward_hooks or act._forward_pre_hooks):
+            h = ops.linear_module(self.fc1, x, "gelu" if act.approximate == "none" else "gelu_tanh")
         else:
-            h = self.act(self.fc1(x))
+            h = act(self.fc1(x))
         return ops.linear_module(self.fc2, h)
 
 
