@@ -19,8 +19,9 @@ also taken with); speed does not depend on them. Video: the
 and fused bias + GELU) side by side: one process per (model, points, dtype) holds the tracker and alternates the
 backends run by run (the order flips every round), so both see the same load; medians of wall and process CPU time
 (CPU time is less disturbed by other jobs on the cores). Each row ends with the roofline: the run's FLOPs (torch's
-counter: matrix products, convolutions, attention) over the best GEMM rate this CPU reached at that dtype and
-thread count (either backend), and the fraction of that bound each backend reaches (bound / CPU time per thread).
+counter: matrix products, convolutions, attention) over the best GEMM rate per CPU second this CPU reached at that
+dtype and thread count (either backend), and the fraction of that bound each backend reaches (bound / CPU time per
+thread).
 
 Official reference (same machine type, 2 threads, fp32, 24 frames 384x512): offline 15.5 s / 61.1 s
 (100 / 1000 points) at 2.9 / 3.2 GiB peak; online 17.6 s / 82.6 s at 2.3 / 2.5 GiB.
@@ -216,9 +217,9 @@ def linear_rows(args) -> list:
     load = os.getloadavg()
     out = ["", f"CPU: {cpu_model()} ({os.cpu_count()} cores; {cpu_flags('avx512f', 'avx512_bf16', 'amx_bf16')}); "
                f"{args.threads} thread(s); load average {load[0]:.1f} when starting (other jobs share the cores)",
-           "best GEMM GFLOP/s (max over both backends; plain / oneDNN): "
-           + "; ".join(f"{d} {probe[d]['best']:.0f} ({probe[d]['plain']:.0f} / {probe[d]['onednn']:.0f})"
-                       for d in ("float32", "bfloat16")),
+           "best GEMM GFLOP/s per CPU second, the roofline rate (max over both backends; plain / oneDNN): "
+           + "; ".join(f"{d} {probe[d]['best_cpu']:.0f} ({probe[d]['plain_cpu']:.0f} / {probe[d]['onednn_cpu']:.0f}"
+                       f"; wall-clock {probe[d]['best']:.0f})" for d in ("float32", "bfloat16")),
            "",
            "| run | points | dtype | plain wall s (runs) | oneDNN wall s (runs) | oneDNN / plain wall | plain CPU s | "
            "oneDNN CPU s | oneDNN / plain CPU | max track diff px | GFLOP | bound s | fraction of bound plain / "
@@ -236,8 +237,9 @@ def linear_rows(args) -> list:
                     gflop[(kind, n)] = r["gflop"]
                 g = gflop[(kind, n)]
                 med = {k: {b: statistics.median(r[k][b]) for b in LINEAR_BACKENDS} for k in ("wall", "cpu")}
-                # CPU time per thread: the time the run would take on otherwise idle cores
-                b_s, _ = bound(g, probe[dtype]["best"], 1.0)
+                # rates and times both per CPU second of each thread: what the run would take on otherwise idle
+                # cores (wall-clock rates of a probe on loaded cores vary by 1.5x from run to run, these by ~5%)
+                b_s, _ = bound(g, probe[dtype]["best_cpu"], 1.0)
                 frac = {b: b_s / (med["cpu"][b] / r["threads"]) for b in LINEAR_BACKENDS}
                 runs = {b: ", ".join(f"{t:.1f}" for t in r["wall"][b]) for b in LINEAR_BACKENDS}
                 out.append(
