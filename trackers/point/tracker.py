@@ -379,7 +379,7 @@ class PointTracker(Tracker):
         session = PointStream(self, iters=iters, plan=plan)
         # feed the clip a window-step at a time so that only a few frames are resized at once
         for a in range(0, v.shape[0], session.step_size):
-            session._feed(v[a:a + session.step_size])
+            session._feed_checked(v[a:a + session.step_size])
         session._finish()
         session._closed = True
         return session._raw_outputs(0, session._done)
@@ -532,6 +532,11 @@ class PointStream(Stream):
             x = as_frame(frames)[None]
         else:
             x = as_video(frames, name="frames")
+        return self._feed_checked(x)
+
+    def _feed_checked(self, x: Tensor) -> Optional[int]:
+        """:meth:`_feed` for frames already checked by :func:`as_video` (``track()`` checks its clip once, not
+        again per chunk: the checks scan every pixel)."""
         self._setup(int(x.shape[-2]), int(x.shape[-1]))
         size = self.model.config.model_resolution
         x = _resize(x.to(self.tracker.device), size)
