@@ -28,25 +28,55 @@ BACKENDS = ("auto", "torch", "triton")
 #: dtypes the Triton kernels accept (they accumulate in fp32 whatever the input dtype).
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-_state = threading.local()
 _triton_probe: tuple[bool, str | None, str | None] | None = None
 
 
 def _check_name(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
+    return _switch.check(backend)
+
+
+class BackendSwitch:
+    """One process-wide backend choice: an environment variable, overridden for a block of code by a thread-local,
+    nestable ``with`` (the mechanism behind both :func:`use_backend` and ``use_linear_backend``)."""
+
+    def __init__(self, env: str, choices: tuple, what: str) -> None:
+        self.env, self.choices, self.what = env, choices, what
+        self._state = threading.local()
+
+    def check(self, backend: str) -> str:
+        if backend not in self.choices:
+            raise ValueError(f"{self.what} must be one of {self.choices}, got {backend!r}")
+        return backend
+
+    def current(self) -> str:
+        """The innermost ``with`` override, else the environment variable (default ``"auto"``)."""
+        stack = getattr(self._state, "stack", None)
+        if stack:
+            return stack[-1]
+        env = os.environ.get(self.env, "auto").strip().lower() or "auto"
+        if env not in self.choices:
+            raise ValueError(f"{self.env} must be one of {self.choices}, got {env!r}")
+        return env
+
+    @contextlib.contextmanager
+    def use(self, backend: str) -> Iterator[None]:
+        self.check(backend)
+        stack = getattr(self._state, "stack", None)
+        if stack is None:
+            stack = self._state.stack = []
+        stack.append(backend)
+        try:
+            yield
+        finally:
+            stack.pop()
+
+
+_switch = BackendSwitch("TRACKERS_OPS_BACKEND", BACKENDS, "backend")
 
 
 def default_backend() -> str:
     """The backend that ``backend="auto"`` currently stands for (``"auto"`` unless overridden)."""
-    stack = getattr(_state, "stack", None)
-    if stack:
-        return stack[-1]
-    env = os.environ.get("TRACKERS_OPS_BACKEND", "auto").strip().lower() or "auto"
-    if env not in BACKENDS:
-        raise ValueError(f"TRACKERS_OPS_BACKEND must be one of {BACKENDS}, got {env!r}")
-    return env
+    return _switch.current()
 
 
 @contextlib.contextmanager
@@ -56,15 +86,8 @@ def use_backend(backend: str) -> Iterator[None]:
     Example: ``with trackers.ops.use_backend("triton"): tracker.track(video)`` runs every ``corr4d`` call of the
     model through the Triton kernels.
     """
-    _check_name(backend)
-    stack = getattr(_state, "stack", None)
-    if stack is None:
-        stack = _state.stack = []
-    stack.append(backend)
-    try:
+    with _switch.use(backend):
         yield
-    finally:
-        stack.pop()
 
 
 def triton_status() -> tuple[bool, str | None, str | None]:

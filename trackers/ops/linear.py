@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 import warnings
 from typing import Iterator, Optional
@@ -46,6 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.weak import WeakIdKeyDictionary
+
+from trackers.ops._backend import BackendSwitch
 
 __all__ = [
     "ACTIVATIONS",
@@ -70,7 +71,7 @@ _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 #: them (a 384 -> 2 head over 2400 rows measured 2x slower through oneDNN).
 _MIN_OUT = 16
 
-_state = threading.local()
+_switch = BackendSwitch("TRACKERS_LINEAR_BACKEND", LINEAR_BACKENDS, "linear backend")
 _lock = threading.Lock()
 _cache: "WeakIdKeyDictionary" = WeakIdKeyDictionary()
 _probe: Optional[tuple[bool, Optional[str]]] = None
@@ -79,9 +80,7 @@ _warned = False
 
 # ----------------------------------------------------------------------------------------------------- selection
 def _check_backend(backend: str) -> str:
-    if backend not in LINEAR_BACKENDS:
-        raise ValueError(f"linear backend must be one of {LINEAR_BACKENDS}, got {backend!r}")
-    return backend
+    return _switch.check(backend)
 
 
 def _check_activation(activation: str) -> str:
@@ -93,13 +92,7 @@ def _check_activation(activation: str) -> str:
 def default_linear_backend() -> str:
     """What ``backend="auto"`` stands for right now: the innermost :func:`use_linear_backend`, else the
     environment variable ``TRACKERS_LINEAR_BACKEND`` (default ``"auto"``)."""
-    stack = getattr(_state, "stack", None)
-    if stack:
-        return stack[-1]
-    env = os.environ.get("TRACKERS_LINEAR_BACKEND", "auto").strip().lower() or "auto"
-    if env not in LINEAR_BACKENDS:
-        raise ValueError(f"TRACKERS_LINEAR_BACKEND must be one of {LINEAR_BACKENDS}, got {env!r}")
-    return env
+    return _switch.current()
 
 
 @contextlib.contextmanager
@@ -109,15 +102,8 @@ def use_linear_backend(backend: str) -> Iterator[None]:
     Example: ``with trackers.ops.use_linear_backend("plain"): tracker.track(video)`` runs every linear of the model
     through ``F.linear``.
     """
-    _check_backend(backend)
-    stack = getattr(_state, "stack", None)
-    if stack is None:
-        stack = _state.stack = []
-    stack.append(backend)
-    try:
+    with _switch.use(backend):
         yield
-    finally:
-        stack.pop()
 
 
 def onednn_status() -> tuple[bool, Optional[str]]:
