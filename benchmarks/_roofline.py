@@ -180,3 +180,22 @@ def cpu_flags(*wanted: str) -> str:
     except OSError:
         pass
     return "flags unknown"
+
+
+def one_step_boxes(tracker, video, init_box, steps: int = 6) -> list:
+    """Boxes (search-crop pixels) the tracker picks on fixed inputs: the template of frame 0 and search crops of
+    frames 1..steps around the initial box. Every configuration sees the same crops, so differences are the
+    network's numerics alone -- unlike whole tracks, where a small difference moves the next crop and can grow."""
+    import torch
+
+    from trackers.box.pipeline import search_crop, select_box
+
+    session = tracker.stream(video[0], init_box)
+    st = session.targets[0]
+    crops = [search_crop(torch.from_numpy(video[t]).permute(2, 0, 1).float(), st, tracker.settings,
+                         tracker.crop_sizes)[0] for t in range(1, steps + 1)]
+    x = torch.stack(crops).to(tracker.input_dtype)
+    with torch.inference_mode():
+        score_map, boxes = tracker._predict(st.template.expand(len(crops), *st.template.shape[1:]), x)
+    chosen, _ = select_box(score_map, boxes, tracker.settings, tracker.crop_sizes.search)
+    return chosen.double().tolist()

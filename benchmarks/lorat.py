@@ -127,25 +127,6 @@ def _load(dtype_name: str, weights: str):
     return trackers.LoRATracker.from_pretrained("lorat-b-224", checkpoint=weights, dtype=dtype)
 
 
-def one_step_boxes(tracker, video, init_box, steps: int = 6) -> list:
-    """Boxes (search-crop pixels) the tracker picks on fixed inputs: the template of frame 0 and search crops of
-    frames 1..steps around the initial box. Every configuration sees the same crops, so differences are the
-    network's numerics alone -- unlike whole tracks, where a small difference moves the next crop and can grow."""
-    import torch
-
-    from trackers.box.pipeline import search_crop, select_box
-
-    session = tracker.stream(video[0], init_box)
-    st = session.targets[0]
-    crops = [search_crop(torch.from_numpy(video[t]).permute(2, 0, 1).float(), st, tracker.settings,
-                         tracker.crop_sizes)[0] for t in range(1, steps + 1)]
-    x = torch.stack(crops).to(tracker.input_dtype)
-    with torch.inference_mode():
-        score_map, boxes = tracker._predict(st.template.expand(len(crops), *st.template.shape[1:]), x)
-    chosen, _ = select_box(score_map, boxes, tracker.settings, tracker.crop_sizes.search)
-    return chosen.double().tolist()
-
-
 def child_track(dtype_name: str, threads: int, frames: int, weights: str) -> dict:
     import numpy as np
     import torch
@@ -186,6 +167,8 @@ def child_track(dtype_name: str, threads: int, frames: int, weights: str) -> dic
     res = tracker.track(ref["video"], ref["init_box_xyxy"])
     out["golden_boxes"] = res.boxes.numpy().tolist()
     out["golden_box_err_px"] = float(np.abs(res.boxes.numpy()[1:] - ref["boxes_xyxy_A"]).max())
+    from _roofline import one_step_boxes
+
     out["one_step_boxes"] = one_step_boxes(tracker, ref["video"], ref["init_box_xyxy"])
     return out
 
