@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from trackers import registry
-from trackers.box.pipeline import select_box
+from trackers.box.pipeline import select_cell
 from trackers.box.tracker import SOTTracker
 from trackers.models.lorat import LoRAT, LoRATConfig
 
@@ -109,7 +109,7 @@ class LoRATracker(SOTTracker):
         return self.model.embed_template(crops, masks)
 
     def _predict(self, templates: Tensor, search: Tensor) -> Tuple[Tensor, Tensor]:
-        # A tracking step uses one box per target: the one at the cell select_box picks (windowed argmax of the
+        # A tracking step uses one box per target: the one at the cell select_cell picks (windowed argmax of the
         # score map). The score map is needed everywhere, the box MLP only there, so the network runs it on
         # that cell alone and the hook hands back that box at every cell of the map: select_box, applied again
         # by the caller to the same scores, picks the same cell and so this box.
@@ -118,12 +118,6 @@ class LoRATracker(SOTTracker):
         return out["score_map"], out["box"][:, None, None, :].expand(b, h, w, 4)
 
     def _selected_cells(self, score_map: Tensor) -> Tensor:
-        """Row-major cell that :func:`~trackers.box.pipeline.select_box` picks from ``score_map (B, H, W)``.
-
-        It runs ``select_box`` itself on a map of cell numbers (float32 holds them exactly), so the rule -- the
-        window, its penalty, ties -- is the pipeline's own, not a copy of it.
-        """
-        b, h, w = score_map.shape
-        numbers = torch.arange(h * w, dtype=torch.float32, device=score_map.device)
-        picked, _ = select_box(score_map, numbers.reshape(1, h, w, 1).expand(b, h, w, 4), self.settings, 1)
-        return picked[:, 0].long()
+        """Row-major cell that the pipeline's :func:`~trackers.box.pipeline.select_cell` picks (the rule --
+        window, penalty, ties -- is the pipeline's own, not a copy of it)."""
+        return select_cell(score_map, self.settings)[0]

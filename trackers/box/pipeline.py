@@ -53,6 +53,7 @@ __all__ = [
     "init_stream",
     "search_crop",
     "select_box",
+    "select_cell",
     "update_stream",
 ]
 
@@ -321,15 +322,10 @@ def search_crop(frame: torch.Tensor, state: SOTState, settings: SOTSettings, siz
     return normalize_image(crop), tf
 
 
-def select_box(
-    score_map: torch.Tensor, boxes: torch.Tensor, settings: SOTSettings, crop_size: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pick one box per sample from a score map.
-
-    ``score_map (B, H, W)`` logits and ``boxes (B, H, W, 4)`` normalised xyxy -> ``(B, 4)`` boxes in crop pixels
-    (float32) and ``(B,)`` confidences (sigmoid score at the chosen cell, without the window). Cells with a
-    ``-inf`` logit (no candidate there) can only win when no cell has a candidate.
-    """
+def select_cell(score_map: torch.Tensor, settings: SOTSettings) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The cell a tracking step takes: ``score_map (B, H, W)`` logits -> ``(B,)`` row-major cell indices (windowed
+    argmax of the sigmoid scores, the window by ``settings.window``) and their ``(B,)`` confidences (sigmoid score
+    without the window). Cells with a ``-inf`` logit (no candidate there) can only win when no cell has one."""
     b, h, w = score_map.shape
     p = score_map.float().sigmoid().reshape(b, -1)
     win = hann_window_2d(h, w, p.device).reshape(1, -1)
@@ -337,7 +333,19 @@ def select_box(
         idx = (p * win).argmax(dim=1)
     else:
         idx = (p * (1.0 - settings.window_penalty) + win * settings.window_penalty).argmax(dim=1)
-    conf = p.gather(1, idx[:, None])[:, 0]
+    return idx, p.gather(1, idx[:, None])[:, 0]
+
+
+def select_box(
+    score_map: torch.Tensor, boxes: torch.Tensor, settings: SOTSettings, crop_size: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pick one box per sample from a score map.
+
+    ``score_map (B, H, W)`` logits and ``boxes (B, H, W, 4)`` normalised xyxy -> ``(B, 4)`` boxes in crop pixels
+    (float32) and ``(B,)`` confidences, at the cell :func:`select_cell` picks.
+    """
+    idx, conf = select_cell(score_map, settings)
+    b = score_map.shape[0]
     chosen = boxes.float().reshape(b, -1, 4)[torch.arange(b, device=idx.device), idx]
     return chosen * float(crop_size), conf
 
