@@ -252,6 +252,21 @@ def test_pairs_are_seeded_and_identical_in_workers():
     assert 0.2 < np.std(np.log(sizes / 20.0)) < 0.3  # scale jitter: log-normal with sigma 0.25
 
 
+def test_synthetic_part_prob_reaches_the_sequences(tmp_path):
+    """``--synthetic-part-prob`` turns that share of the synthetic sequences into part targets, in the training
+    and the validation sources, and is checked."""
+    cfg = _box_cfg(tmp_path, synthetic_clips=6, synthetic_part_prob=1.0, val_pairs=2)
+    recipe = BoxRecipe(cfg)
+    recipe.build_tracker()
+    train, val = recipe.build_datasets()
+    for ds in (train, val):
+        seqs = ds.sources[0]
+        assert seqs.clips.part_prob == 1.0
+        assert any(bool(seqs.clips[i]["is_part"]) for i in range(len(seqs)))
+    with pytest.raises(ValueError, match="synthetic_part_prob"):
+        _box_cfg(tmp_path, synthetic_part_prob=-0.1)
+
+
 # ------------------------------------------------------------------------------------------------ training
 def test_loss_falls_and_checkpoint_loads_and_tracks(tmp_path):
     result = train(BoxRecipe(_box_cfg(tmp_path)))

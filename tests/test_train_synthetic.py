@@ -19,6 +19,7 @@ from trackers.train.data import (
     VideoFolder,
     clip_from_scene,
     generate_clip,
+    part_boxes,
     point_flags,
     point_tracks,
     render_scene,
@@ -404,6 +405,50 @@ def test_box_dataset_picks_a_visible_object_and_matches_workers():
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     for a, b in zip(items, loader):
         _items_equal(a, b)
+
+
+def test_part_of_a_known_rectangle_moves_with_it():
+    """A part (the right half, top half of the local square) of an unrotated square sliding 3 px per frame: its
+    box is the pixel centres inside that quarter, shifted by the motion, and its visible fraction is the object's."""
+    obj = SceneObject(texture=np.full((96, 96, 3), 30.0, np.float32), mask=box_mask(96), radius=(15.0, 10.0),
+                      motion=Motion(position=(30.5, 25.3), velocity=(3.0, 0.0)))
+    clip = clip_from_scene(scene([obj], T=3), num_points=8, seed=0, keep_id_map=True)
+    sc = scene([obj], T=3)
+    boxes, visible, fraction = part_boxes(sc, clip.id_map, 0, centre=(0.5, -0.5), half=(0.5, 0.5))
+    # u in [0, 1] -> x in [30.5, 45.5] clipped by the shape at 30.5 + 12.1875; v in [-1, 0] -> y in [15.3, 25.3]
+    # clipped at 25.3 - 8.125: centres x 31..42, y 18..25 -> [31, 18, 43, 26) at t = 0, then 3 px further per frame
+    assert visible.all()
+    assert np.array_equal(boxes, [[31 + 3 * t, 18, 43 + 3 * t, 26] for t in range(3)])
+    assert np.allclose(fraction, 12 * 8 / (0.8125 ** 2 * 150), atol=1e-5)
+    # the whole local square is the whole object
+    whole = part_boxes(sc, clip.id_map, 0, centre=(0.0, 0.0), half=(1.0, 1.0))
+    assert np.array_equal(whole[0], clip.boxes[:, 0]) and np.array_equal(whole[1], clip.box_visible[:, 0])
+    assert np.allclose(whole[2], clip.object_visible_fraction[:, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="half-sizes"):
+        part_boxes(sc, clip.id_map, 0, centre=(0.0, 0.0), half=(0.0, 0.5))
+
+
+def test_box_dataset_parts_lie_inside_their_object():
+    whole = SyntheticBoxDataset(4, SMALL, seed=3)
+    parts = SyntheticBoxDataset(4, SMALL, seed=3, part_prob=1.0)
+    n_parts = 0
+    for i in range(4):
+        a, b = whole[i], parts[i]
+        assert not a["is_part"]
+        assert torch.equal(a["video"], b["video"]) and a["object_id"] == b["object_id"]  # same clip, same object
+        if not b["is_part"]:
+            continue
+        n_parts += 1
+        assert b["box_visible"][0] and b["visible_fraction"][0] >= 0.5
+        on = b["box_visible"]
+        assert (a["box_visible"][on]).all()  # a part is seen only where its object is
+        pb, ob = b["boxes"][on], a["boxes"][on]
+        assert (pb[:, :2] >= ob[:, :2]).all() and (pb[:, 2:] <= ob[:, 2:]).all()
+        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+        assert (area(pb) < area(ob)).any()
+    assert n_parts >= 2
+    with pytest.raises(ValueError, match="part_prob"):
+        SyntheticBoxDataset(2, SMALL, part_prob=1.5)
 
 
 # ------------------------------------------------------------------------------------------------ readers

@@ -18,6 +18,7 @@ from trackers.train.data.synthetic import (
     item_seed,
     make_shape_mask,
     make_texture,
+    part_boxes,
     point_flags,
     point_tracks,
     render_scene,
@@ -28,6 +29,6 @@ __all__ = [
     "HELD_OUT_TEXTURES", "SHAPES", "TEXTURE_KINDS", "TRAIN_TEXTURES", "VIDEO_EXTENSIONS",
     "Motion", "Scene", "SceneObject", "SyntheticBoxDataset", "SyntheticClip", "SyntheticConfig",
     "SyntheticPointDataset", "NpzTrackDataset", "VideoFolder",
-    "clip_from_scene", "generate_clip", "item_seed", "make_shape_mask", "make_texture", "point_flags",
+    "clip_from_scene", "generate_clip", "item_seed", "make_shape_mask", "make_texture", "part_boxes", "point_flags",
     "point_tracks", "render_scene", "sample_scene", "save_clip_npz",
 ]

@@ -134,13 +134,14 @@ class SyntheticSequences:
     benchmark folders.
 
     A frame counts as *present* when the object has a visible pixel and at least ``min_visible_fraction`` of its
-    area is visible (a few visible pixels are not a usable template). The last ``cache_size`` generated clips are
+    area is visible (a few visible pixels are not a usable template). ``part_prob`` of the sequences follow a part
+    of an object instead of a whole one (see :class:`SyntheticBoxDataset`). The last ``cache_size`` generated clips are
     kept in memory (per process): generating a clip costs far more than cropping two frames from it.
     """
 
     def __init__(self, num_clips: int, config: SyntheticConfig = SyntheticConfig(), seed: int = 0, *,
-                 min_visible_fraction: float = 0.1, cache_size: int = 8) -> None:
-        self.clips = SyntheticBoxDataset(num_clips, config, seed)
+                 min_visible_fraction: float = 0.1, cache_size: int = 8, part_prob: float = 0.0) -> None:
+        self.clips = SyntheticBoxDataset(num_clips, config, seed, part_prob=part_prob)
         if not 0.0 <= min_visible_fraction <= 1.0:
             raise ValueError(f"min_visible_fraction must be in [0, 1], got {min_visible_fraction}")
         self.min_visible_fraction = float(min_visible_fraction)
@@ -278,7 +279,7 @@ class SOTPairDataset(torch.utils.data.Dataset):
 
 def open_sources(got10k: Optional[str] = None, lasot: Optional[str] = None, synthetic_clips: int = 0,
                  synthetic: Optional[SyntheticConfig] = None, synthetic_seed: int = 0,
-                 sequences: Optional[Dict[str, Any]] = None) -> List[Any]:
+                 sequences: Optional[Dict[str, Any]] = None, synthetic_part_prob: float = 0.0) -> List[Any]:
     """Sequence collections from benchmark folders and / or the synthetic generator (the recipes' data options)."""
     from trackers.train.data.sot_datasets import GOT10kDataset, LaSOTDataset
 
@@ -289,7 +290,8 @@ def open_sources(got10k: Optional[str] = None, lasot: Optional[str] = None, synt
     if lasot:
         out.append(LaSOTDataset(lasot, seqs.get("lasot")))
     if synthetic_clips:
-        out.append(SyntheticSequences(synthetic_clips, synthetic or SyntheticConfig(), synthetic_seed))
+        out.append(SyntheticSequences(synthetic_clips, synthetic or SyntheticConfig(), synthetic_seed,
+                                      part_prob=synthetic_part_prob))
     if not out:
         raise ValueError("no training data: give a GOT-10k or LaSOT folder, or synthetic clips > 0")
     return out

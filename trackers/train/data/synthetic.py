@@ -56,7 +56,7 @@ __all__ = [
     "TRAIN_TEXTURES", "HELD_OUT_TEXTURES", "TEXTURE_KINDS", "SHAPES",
     "SyntheticConfig", "SyntheticClip", "Motion", "SceneObject", "Scene",
     "make_texture", "make_shape_mask", "sample_scene", "render_scene", "point_tracks", "point_flags",
-    "clip_from_scene", "generate_clip", "item_seed", "SyntheticPointDataset", "SyntheticBoxDataset",
+    "clip_from_scene", "generate_clip", "part_boxes", "item_seed", "SyntheticPointDataset", "SyntheticBoxDataset",
 ]
 
 #: Texture kinds used for training by default.
@@ -1051,6 +1051,11 @@ def clip_from_scene(scene: Scene, *, num_points: int = 256, object_point_fractio
 def generate_clip(seed: int, config: SyntheticConfig = SyntheticConfig(), *,
                   keep_id_map: bool = False) -> SyntheticClip:
     """A random clip with its ground truth; the same ``(seed, config)`` gives bit-identical output."""
+    return _generate(seed, config, keep_id_map)[1]
+
+
+def _generate(seed: int, config: SyntheticConfig, keep_id_map: bool) -> Tuple[Scene, SyntheticClip]:
+    """:func:`generate_clip` that also returns the scene it rendered."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     scene_ss, point_ss = np.random.SeedSequence(int(seed)).spawn(2)
@@ -1058,7 +1063,69 @@ def generate_clip(seed: int, config: SyntheticConfig = SyntheticConfig(), *,
     clip = clip_from_scene(scene, num_points=config.num_points, object_point_fraction=config.object_point_fraction,
                            seed=int(point_ss.generate_state(1, np.uint64)[0] >> 1), keep_id_map=keep_id_map)
     clip.seed = int(seed)
-    return clip
+    return scene, clip
+
+
+def part_boxes(scene: Scene, ids: np.ndarray, k: int, centre: Tuple[float, float],
+               half: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground truth of a *part* of object ``k``: the rectangle ``|u - cu| <= hu, |v - cv| <= hv`` of its local square.
+
+    The part moves rigidly with the object, so its box in frame ``t`` is the box of the visible pixels of object
+    ``k`` (``ids[t] == k``) whose local coordinates fall in the rectangle. Returns ``boxes`` ``(T, 4)`` xyxy
+    (pixel ``i`` covers ``[i, i + 1)``, zeros where not visible), ``visible`` ``(T,)`` and the visible
+    ``fraction`` ``(T,)`` of the part's area (shape coverage inside the rectangle).
+    """
+    T = ids.shape[0]
+    cu, cv = float(centre[0]), float(centre[1])
+    hu, hv = float(half[0]), float(half[1])
+    if hu <= 0 or hv <= 0:
+        raise ValueError(f"part half-sizes must be positive, got {half}")
+    times = np.arange(T, dtype=np.float64)
+    fwd = scene.object_matrices(k, times)
+    inv = _invert_affine(fwd)  # image -> local
+    mask = np.asarray(scene.objects[k].mask)
+    mh, mw = mask.shape
+    tu = -1.0 + 2.0 * (np.arange(mw) + 0.5) / mw
+    tv = -1.0 + 2.0 * (np.arange(mh) + 0.5) / mh
+    in_rect = (np.abs(tv - cv) <= hv)[:, None] & (np.abs(tu - cu) <= hu)[None, :]
+    local_area = float(mask[in_rect].sum()) * 4.0 / mask.size
+    det = np.abs(np.linalg.det(fwd[:, :, :2]))
+    boxes = np.zeros((T, 4), np.float32)
+    visible = np.zeros(T, bool)
+    fraction = np.zeros(T, np.float32)
+    for t in range(T):
+        py, px = np.nonzero(ids[t] == k)
+        if len(px) == 0:
+            continue
+        # pixel (px, py) sits at image coordinates (px, py), the convention of the point tracks
+        u = inv[t, 0, 0] * px + inv[t, 0, 1] * py + inv[t, 0, 2]
+        v = inv[t, 1, 0] * px + inv[t, 1, 1] * py + inv[t, 1, 2]
+        sel = (np.abs(u - cu) <= hu) & (np.abs(v - cv) <= hv)
+        if not sel.any():
+            continue
+        x, y = px[sel], py[sel]
+        boxes[t] = (x.min(), y.min(), x.max() + 1, y.max() + 1)
+        visible[t] = True
+        fraction[t] = min(1.0, sel.sum() / max(local_area * det[t], 1e-9))
+    return boxes, visible, fraction
+
+
+def _random_part(mask: np.ndarray, size: Tuple[float, float],
+                 rng: np.random.Generator) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+    """A random rectangle inside the shape's bounding box (local coordinates): each side a ``size`` fraction of
+    the shape's, centred on a random covered texel and shifted to stay inside the box."""
+    mh, mw = mask.shape
+    rows, cols = np.nonzero(mask >= 0.5)
+    u0, u1 = -1.0 + 2.0 * cols.min() / mw, -1.0 + 2.0 * (cols.max() + 1) / mw
+    v0, v1 = -1.0 + 2.0 * rows.min() / mh, -1.0 + 2.0 * (rows.max() + 1) / mh
+    hu = 0.5 * (u1 - u0) * rng.uniform(*size)
+    hv = 0.5 * (v1 - v0) * rng.uniform(*size)
+    i = int(rng.integers(len(rows)))
+    cu = -1.0 + 2.0 * (cols[i] + 0.5) / mw
+    cv = -1.0 + 2.0 * (rows[i] + 0.5) / mh
+    cu = float(np.clip(cu, u0 + hu, u1 - hu))
+    cv = float(np.clip(cv, v0 + hv, v1 - hv))
+    return (cu, cv), (hu, hv)
 
 
 # =============================================================================================== datasets
@@ -1122,49 +1189,76 @@ class SyntheticBoxDataset(_SeededDataset):
     ``min_visible_frames`` of the frames. A clip with no eligible object is replaced by the next attempt's clip
     (up to ``max_attempts``; after that the object with the best first-frame visibility is used).
 
+    With probability ``part_prob`` the target is instead a *part* of that object: a rectangle of its surface, each
+    side a random ``part_size`` fraction of the shape's, that moves rigidly with it (:func:`part_boxes`). Real
+    targets are often parts of something larger (a head, a tie on a shirt); without parts every synthetic target
+    is a whole object on a contrasting background, and a model learns to grow its box to the whole object around
+    the template. A part that fails the visibility rules above falls back to the whole object.
+
     Items: ``video`` ``(T, 3, H, W)`` float in ``[0, 255]``, ``boxes`` ``(T, 4)`` xyxy (pixel ``i`` covers
     ``[i, i + 1)``; zeros where not visible), ``box_visible`` ``(T,)`` bool, ``visible_fraction`` ``(T,)``,
-    ``object_id`` and ``seed``.
+    ``object_id``, ``is_part`` (bool) and ``seed``.
     """
 
     def __init__(self, num_clips: int, config: SyntheticConfig = SyntheticConfig(), seed: int = 0, *,
-                 min_initial_visibility: float = 0.5, min_visible_frames: float = 0.5, max_attempts: int = 10):
+                 min_initial_visibility: float = 0.5, min_visible_frames: float = 0.5, max_attempts: int = 10,
+                 part_prob: float = 0.0, part_size: Tuple[float, float] = (0.3, 0.7)):
         super().__init__(num_clips, config, seed)
         _check_number("min_initial_visibility", min_initial_visibility, hi=1.0)
         _check_number("min_visible_frames", min_visible_frames, hi=1.0)
+        _check_number("part_prob", part_prob, hi=1.0)
+        _check_range("part_size", part_size, 0.05, 1.0)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.min_initial_visibility = float(min_initial_visibility)
         self.min_visible_frames = float(min_visible_frames)
         self.max_attempts = int(max_attempts)
+        self.part_prob = float(part_prob)
+        self.part_size = (float(part_size[0]), float(part_size[1]))
+
+    def _eligible(self, first: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        return (first >= self.min_initial_visibility) & (visible.mean(0) >= self.min_visible_frames)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         index = self._check_index(index)
         # Points are not needed here; one keeps the point sampler cheap.
         config = self.config.replace(num_points=1)
         best = None
+        rng = None
+        keep_ids = self.part_prob > 0
         for attempt in range(self.max_attempts):
-            clip = generate_clip(item_seed(self.seed, index, attempt), config)
+            scene, clip = _generate(item_seed(self.seed, index, attempt), config, keep_ids)
             if clip.boxes.shape[1] == 0:
                 continue
             first = clip.object_visible_fraction[0] * clip.box_visible[0]
-            ok = (first >= self.min_initial_visibility) & (clip.box_visible.mean(0) >= self.min_visible_frames)
+            ok = self._eligible(first, clip.box_visible)
             if ok.any():
                 rng = np.random.default_rng(clip.seed)
                 k = int(rng.choice(np.flatnonzero(ok)))
                 break
-            if best is None or first.max() > best[1]:
-                best = (clip, float(first.max()), int(first.argmax()))
+            if best is None or first.max() > best[2]:
+                best = (scene, clip, float(first.max()), int(first.argmax()))
         else:
             if best is None:
                 raise ValueError(f"no clip with objects in {self.max_attempts} attempts; "
                                  f"config.num_objects={self.config.num_objects}")
-            clip, _, k = best
+            scene, clip, _, k = best
+        boxes, visible, fraction = clip.boxes[:, k], clip.box_visible[:, k], clip.object_visible_fraction[:, k]
+        is_part = False
+        # the part draws come after the object choice, so part_prob = 0 leaves every item as it was
+        if self.part_prob > 0:
+            rng = rng if rng is not None else np.random.default_rng(clip.seed)
+            if rng.uniform() < self.part_prob:
+                centre, half = _random_part(np.asarray(scene.objects[k].mask), self.part_size, rng)
+                pb, pv, pf = part_boxes(scene, clip.id_map, k, centre, half)
+                if self._eligible(pf[:1] * pv[:1], pv[:, None])[0]:
+                    boxes, visible, fraction, is_part = pb, pv, pf, True
         return {
             "video": _video_tensor(clip.video),
-            "boxes": torch.from_numpy(clip.boxes[:, k].copy()),
-            "box_visible": torch.from_numpy(clip.box_visible[:, k].copy()),
-            "visible_fraction": torch.from_numpy(clip.object_visible_fraction[:, k].copy()),
+            "boxes": torch.from_numpy(np.array(boxes, np.float32)),
+            "box_visible": torch.from_numpy(np.array(visible, bool)),
+            "visible_fraction": torch.from_numpy(np.array(fraction, np.float32)),
             "object_id": torch.tensor(k, dtype=torch.int64),
+            "is_part": torch.tensor(is_part),
             "seed": torch.tensor(clip.seed, dtype=torch.int64),
         }
