@@ -63,7 +63,10 @@ __all__ = [
 #: The many-coloured kinds (``palette``, ``marble``, ``patches``) were added after a box model trained on the first four
 #: two-colour kinds lost its target at once on the many-coloured held-out kinds: colour variety, not the held-out
 #: patterns themselves, is what a model needs to have seen.
-TRAIN_TEXTURES: Tuple[str, ...] = ("noise", "stripes", "checker", "gradient", "palette", "marble", "patches")
+#: ``grain`` (static texel-scale noise) was added when a point model trained without it lagged behind a square of
+#: per-pixel random texture: every other kind's finest detail spans several texels, and sensor noise (which changes
+#: every frame) taught it to discount pixel-scale content.
+TRAIN_TEXTURES: Tuple[str, ...] = ("noise", "stripes", "checker", "gradient", "palette", "marble", "patches", "grain")
 #: Texture kinds kept out of the default training config, used by :meth:`SyntheticConfig.wider` for held-out tests.
 HELD_OUT_TEXTURES: Tuple[str, ...] = ("dots", "cells", "plaid")
 #: Every texture kind :func:`make_texture` knows.
@@ -508,7 +511,8 @@ def make_texture(kind: str, height: int, width: int, rng: np.random.Generator) -
     sharpness), ``checker`` (rotated checkerboard), ``gradient`` (a linear colour ramp with faint detail, a
     weakly textured hard case), ``palette`` (smooth noise cut into 4-12 flat regions of random colours, like
     camouflage), ``marble`` (turbulent bands through a ramp of 3-6 random colours), ``patches`` (a collage of
-    rotated rectangles of random colours); held out by default: ``dots`` (random disks on a noisy base), ``cells``
+    rotated rectangles of random colours), ``grain`` (static per-texel noise over a smooth ramp, like sand, gravel
+    or distant grass); held out by default: ``dots`` (random disks on a noisy base), ``cells``
     (Voronoi cells with dark borders), ``plaid`` (two crossing gratings). All kinds except ``gradient`` carry
     some fine noise so that points on them can be tracked.
     """
@@ -573,6 +577,10 @@ def make_texture(kind: str, height: int, width: int, rng: np.random.Generator) -
             v = np.abs(-dx * math.sin(ang) + dy * math.cos(ang))
             alpha = np.clip(np.minimum(half[0] - u, half[1] - v) + 0.5, 0.0, 1.0)[..., None]  # anti-aliased edge
             out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - alpha) + _colours(rng, 1)[0] * alpha
+    elif kind == "grain":
+        t = _fractal(rng, 1, h, w, cell=rng.uniform(16.0, 64.0))
+        grain = rng.random((h, w, 3 if rng.uniform() < 0.5 else 1), dtype=np.float32) - 0.5  # one value per texel
+        out = a + (b - a) * t + rng.uniform(60.0, 140.0) * grain + 20.0 * detail
     elif kind == "dots":
         out = a + 40.0 * detail
         n = max(1, int(h * w / rng.uniform(60.0, 200.0)))
