@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import moving_square_video
 
 from trackers.train.data import (
     HELD_OUT_TEXTURES,
@@ -449,6 +450,60 @@ def test_box_dataset_parts_lie_inside_their_object():
     assert n_parts >= 2
     with pytest.raises(ValueError, match="part_prob"):
         SyntheticBoxDataset(2, SMALL, part_prob=1.5)
+
+
+def _photo_folder(tmp_path, colours):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, c in enumerate(colours):
+        img = np.zeros((40, 60, 3), np.uint8) + np.array(c, np.uint8)
+        img[::2, ::3] = 255 - img[::2, ::3]  # some structure, so crops differ
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_photo_textures_come_from_the_photos(tmp_path):
+    from trackers.train.data.synthetic import photo_bank, photo_texture
+
+    folder = _photo_folder(tmp_path, [(200, 20, 20), (20, 200, 20)])
+    bank = photo_bank(str(folder))
+    assert len(bank) == 2 and bank[0].shape == (40, 60, 3) and bank[0].dtype == np.uint8
+    rng = np.random.default_rng(0)
+    for size in [(16, 24), (100, 30), (8, 8)]:
+        tex = photo_texture(bank, *size, rng)
+        assert tex.shape == size + (3,) and tex.dtype == np.float32
+        assert 0 <= tex.min() and tex.max() <= 255
+        mean = tex.reshape(-1, 3).mean(0)
+        assert mean.max() > 1.5 * np.sort(mean)[1]  # one channel dominates, as in each source image
+    # a video file works the same way (frames evenly spaced, at most 64)
+    clip = moving_square_video(T=5, H=32, W=40)
+    from trackers.io import write_video
+
+    write_video(tmp_path / "v.mp4", clip, fps=5)
+    frames = photo_bank(str(tmp_path / "v.mp4"))
+    assert len(frames) == 5 and frames[0].shape == (32, 40, 3)
+    with pytest.raises(ValueError, match="no such file"):
+        photo_bank(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        photo_bank(str(tmp_path / "empty"))
+
+
+def test_photo_config_changes_only_what_it_should(tmp_path):
+    folder = str(_photo_folder(tmp_path, [(200, 20, 20)]))
+    # photo_prob 0 draws nothing more: the clips are the ones without photos
+    a, b = generate_clip(7, SMALL), generate_clip(7, SMALL.replace(photos=folder, photo_prob=0.0))
+    assert np.array_equal(a.video, b.video) and np.array_equal(a.tracks, b.tracks)
+    # photo_prob 1: objects and background are red photo crops (CLEAN: no lighting tint or noise to hide it)
+    c = generate_clip(7, CLEAN.replace(photos=folder, photo_prob=1.0))
+    mean = c.video.reshape(-1, 3).astype(float).mean(0)
+    assert mean[0] > 1.5 * mean[1] and mean[0] > 1.5 * mean[2]
+    with pytest.raises(ValueError, match="needs photos"):
+        SMALL.replace(photo_prob=0.5)
+    assert SMALL.replace(photos=folder, photo_prob=0.5).wider().photo_prob == 0.0  # held out: no photos
 
 
 # ------------------------------------------------------------------------------------------------ readers

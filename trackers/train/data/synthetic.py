@@ -55,7 +55,8 @@ import torch.nn.functional as F
 __all__ = [
     "TRAIN_TEXTURES", "HELD_OUT_TEXTURES", "TEXTURE_KINDS", "SHAPES",
     "SyntheticConfig", "SyntheticClip", "Motion", "SceneObject", "Scene",
-    "make_texture", "make_shape_mask", "sample_scene", "render_scene", "point_tracks", "point_flags",
+    "make_texture", "make_shape_mask", "photo_bank", "photo_texture", "sample_scene", "render_scene",
+    "point_tracks", "point_flags",
     "clip_from_scene", "generate_clip", "part_boxes", "item_seed", "SyntheticPointDataset", "SyntheticBoxDataset",
 ]
 
@@ -143,6 +144,10 @@ class SyntheticConfig:
             channels); each clip draws its own.
         num_points: number of point tracks per clip.
         object_point_fraction: fraction of the points sampled on objects (the rest on the background).
+        photos: a video file or a folder of images whose crops can texture objects and background (real image
+            statistics: soft edges, low-contrast regions, natural colours), or ``None``.
+        photo_prob: probability that an object or the background takes a photo crop instead of a procedural
+            texture kind (needs ``photos``).
     """
 
     num_frames: int = 24
@@ -170,6 +175,8 @@ class SyntheticConfig:
     noise: float = 3.0
     num_points: int = 256
     object_point_fraction: float = 0.5
+    photos: Optional[str] = None
+    photo_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "height", "width", "num_points", "blur_samples", "max_blur_samples"):
@@ -198,8 +205,12 @@ class SyntheticConfig:
         _check_number("max_scale_change", self.max_scale_change, hi=0.5)
         _check_number("camera_zoom", self.camera_zoom, hi=0.5)
         _check_number("lighting", self.lighting, hi=0.9)
-        for name in ("occlusion_prob", "enter_leave_prob", "motion_blur", "object_point_fraction"):
+        for name in ("occlusion_prob", "enter_leave_prob", "motion_blur", "object_point_fraction", "photo_prob"):
             _check_number(name, getattr(self, name), hi=1.0)
+        if self.photo_prob > 0 and not self.photos:
+            raise ValueError(f"photo_prob={self.photo_prob} needs photos (a video file or a folder of images)")
+        if self.photos is not None and not isinstance(self.photos, str):
+            raise ValueError(f"photos must be a path (str) or None, got {self.photos!r}")
         for name, allowed in (("shapes", SHAPES), ("textures", TEXTURE_KINDS)):
             v = getattr(self, name)
             if isinstance(v, str) or not isinstance(v, (tuple, list)) or len(v) == 0:
@@ -218,7 +229,7 @@ class SyntheticConfig:
         Motion (object speed, acceleration, rotation, scaling, camera pan and zoom) is doubled, occlusions and
         border crossings are more frequent (probabilities raised to at least 0.8 and 0.5), there are one to two
         more objects, lighting changes, blur and noise are stronger, and objects and background use the texture
-        kinds kept out of training (:data:`HELD_OUT_TEXTURES`).
+        kinds kept out of training (:data:`HELD_OUT_TEXTURES`) and no photos.
         """
         lo, hi = self.num_objects
         return self.replace(
@@ -235,6 +246,8 @@ class SyntheticConfig:
             motion_blur=max(0.5, self.motion_blur),
             noise=2.0 * self.noise,
             textures=HELD_OUT_TEXTURES,
+            photos=None,
+            photo_prob=0.0,
         )
 
 
@@ -604,6 +617,74 @@ def make_texture(kind: str, height: int, width: int, rng: np.random.Generator) -
     return np.clip(out, 0.0, 255.0).astype(np.float32)
 
 
+def _scene_texture(cfg: "SyntheticConfig", kinds, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A photo crop with probability ``cfg.photo_prob``, else a procedural texture of a random kind in ``kinds``."""
+    # no extra random draw without photos, so clips of configs without photos stay what they always were
+    if cfg.photo_prob > 0 and rng.uniform() < cfg.photo_prob:
+        return photo_texture(photo_bank(cfg.photos), height, width, rng)
+    return make_texture(str(rng.choice(kinds)), height, width, rng)
+
+
+#: Largest number of images kept from one photo source (frames of a video are taken evenly spaced).
+_MAX_PHOTOS = 64
+_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_PHOTO_BANKS: Dict[str, Tuple[np.ndarray, ...]] = {}
+
+
+def photo_bank(source: str) -> Tuple[np.ndarray, ...]:
+    """The images of a photo source (``(H, W, 3)`` uint8 each): evenly spaced frames of a video file, or the image
+    files of a folder in name order; at most 64, loaded once per process."""
+    import os
+
+    key = os.path.abspath(os.fspath(source))
+    bank = _PHOTO_BANKS.get(key)
+    if bank is not None:
+        return bank
+    if os.path.isdir(key):
+        from PIL import Image
+
+        names = sorted(n for n in os.listdir(key) if n.lower().endswith(_PHOTO_EXTENSIONS))
+        if not names:
+            raise ValueError(f"photo folder {key} has no images ({', '.join(_PHOTO_EXTENSIONS)})")
+        pick = np.linspace(0, len(names) - 1, min(len(names), _MAX_PHOTOS)).round().astype(int)
+        images = [np.asarray(Image.open(os.path.join(key, names[i])).convert("RGB")) for i in np.unique(pick)]
+    elif os.path.isfile(key):
+        from trackers.io import read_video
+
+        frames = np.asarray(read_video(key))
+        pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), _MAX_PHOTOS)).round().astype(int))
+        images = [np.ascontiguousarray(frames[i]) for i in pick]
+    else:
+        raise ValueError(f"photos: no such file or folder: {source}")
+    bank = tuple(images)
+    _PHOTO_BANKS[key] = bank
+    return bank
+
+
+def photo_texture(bank: Tuple[np.ndarray, ...], height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``(height, width, 3)`` float32 texture cut from a random image of ``bank``: a crop of random scale and
+    place (mirrored half of the time), resized, with a random per-channel gain."""
+    img = bank[int(rng.integers(len(bank)))]
+    ih, iw = img.shape[:2]
+    scale = rng.uniform(0.5, 1.5)
+    ch = min(ih, max(4, int(round(height * scale))))
+    cw = min(iw, max(4, int(round(width * scale))))
+    # keep the crop's aspect when the image is too small for it
+    if ch / max(height, 1) < cw / max(width, 1):
+        cw = min(iw, max(4, int(round(ch * width / max(height, 1)))))
+    else:
+        ch = min(ih, max(4, int(round(cw * height / max(width, 1)))))
+    y0 = int(rng.integers(ih - ch + 1))
+    x0 = int(rng.integers(iw - cw + 1))
+    crop = torch.from_numpy(np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])).permute(2, 0, 1)[None].float()
+    out = F.interpolate(crop, size=(int(height), int(width)), mode="bilinear", align_corners=False,
+                        antialias=ch > height or cw > width)[0].permute(1, 2, 0).numpy()
+    if rng.uniform() < 0.5:
+        out = out[:, ::-1]
+    out = out * rng.uniform(0.8, 1.2, size=3).astype(np.float32)
+    return np.clip(out, 0.0, 255.0).astype(np.float32)
+
+
 def _cells(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
     """Voronoi cells (one jittered seed per grid cell, nearest of the 3x3 neighbouring seeds) with dark borders."""
     h, w = xx.shape
@@ -764,7 +845,7 @@ def sample_scene(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Scen
         mag = float((motion.at(t_ext)[2] * zoom).max())
         th = int(np.clip(math.ceil(2 * radius[1] * mag), 8, _MAX_TEXTURE))
         tw = int(np.clip(math.ceil(2 * radius[0] * mag), 8, _MAX_TEXTURE))
-        texture = make_texture(str(rng.choice(cfg.textures)), th, tw, rng)
+        texture = _scene_texture(cfg, cfg.textures, th, tw, rng)
         mask = make_shape_mask(shape, th, tw, rng)
         objects[k] = SceneObject(texture=texture, mask=mask, radius=radius, motion=motion,
                                  depth=float(depths[k]), shape=shape)
@@ -779,7 +860,7 @@ def sample_scene(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Scen
     size = np.minimum(hi - lo + 1, 4 * max(H, W)).astype(int)
     # A flat gradient behind everything would leave half the points untrackable: objects only, when possible.
     kinds = [k for k in cfg.textures if k != "gradient"] or list(cfg.textures)
-    scene.background = make_texture(str(rng.choice(kinds)), int(size[1]), int(size[0]), rng)
+    scene.background = _scene_texture(cfg, kinds, int(size[1]), int(size[0]), rng)
     scene.background_origin = (float(lo[0]), float(lo[1]))
 
     if cfg.lighting > 0:
