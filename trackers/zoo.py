@@ -118,13 +118,15 @@ register_model(ModelEntry(
         "online": True, "window_len": 16, "stride": 4,
         "corr_radius": 3, "corr_levels": 3, "corr_hidden": 64, "corr_out": 32,
         "latent_dim": 48, "hidden_size": 96, "num_heads": 4, "depth": 2, "mlp_ratio": 2.0,
-        "num_virtual_tracks": 16, "model_resolution": (128, 128), "encoder_widths": (32, 32, 48, 64),
+        # trained on 128x128 clips, run at 256x256: no weight depends on the input size, and the finer feature
+        # maps track more precisely (see training/ship_small.py, RUN_TIME_CONFIG)
+        "num_virtual_tracks": 16, "model_resolution": (256, 256), "encoder_widths": (32, 32, 48, 64),
     },
     files={"weights": package_file(ASSETS_PACKAGE, f"{DEFAULT_POINT_MODEL}/model.safetensors")},
     license="Apache-2.0 (ours)",
     paper=_COTRACKER_PAPER + " -- architecture only",
-    description="small online CoTracker3 (1.2 M parameters, 128x128 model resolution) trained by us on synthetic "
-                "data; shipped inside the package, loads with no download",
+    description="small online CoTracker3 (1.2 M parameters, runs at 256x256) trained by us on synthetic data; "
+                "shipped inside the package, loads with no download",
     tags=("point", "online", "shipped"),
 ))
 
