@@ -641,13 +641,13 @@ def photo_bank(source: str) -> Tuple[np.ndarray, ...]:
     if bank is not None:
         return bank
     if os.path.isdir(key):
-        from PIL import Image
+        from trackers.train.data.sot_datasets import read_image
 
         names = sorted(n for n in os.listdir(key) if n.lower().endswith(_PHOTO_EXTENSIONS))
         if not names:
             raise ValueError(f"photo folder {key} has no images ({', '.join(_PHOTO_EXTENSIONS)})")
         pick = np.linspace(0, len(names) - 1, min(len(names), _MAX_PHOTOS)).round().astype(int)
-        images = [np.asarray(Image.open(os.path.join(key, names[i])).convert("RGB")) for i in np.unique(pick)]
+        images = [read_image(os.path.join(key, names[i])) for i in np.unique(pick)]
     elif os.path.isfile(key):
         from trackers.io import read_video
 
