@@ -1306,6 +1306,7 @@ class SyntheticBoxDataset(_SeededDataset):
         self.part_size = (float(part_size[0]), float(part_size[1]))
 
     def _eligible(self, first: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """Targets usable for an item: ``first`` visible fraction at frame 0 (per target), ``visible`` ``(T, ...)``."""
         return (first >= self.min_initial_visibility) & (visible.mean(0) >= self.min_visible_frames)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
@@ -1340,7 +1341,7 @@ class SyntheticBoxDataset(_SeededDataset):
             if rng.uniform() < self.part_prob:
                 centre, half = _random_part(np.asarray(scene.objects[k].mask), self.part_size, rng)
                 pb, pv, pf = part_boxes(scene, clip.id_map, k, centre, half)
-                if self._eligible(pf[:1] * pv[:1], pv[:, None])[0]:
+                if self._eligible(pf[0] * pv[0], pv):
                     boxes, visible, fraction, is_part = pb, pv, pf, True
         return {
             "video": _video_tensor(clip.video),
