@@ -29,12 +29,17 @@ Items are dicts: ``template`` ``(3, St, St)`` and ``search`` ``(3, Ss, Ss)`` nor
 ground truth in the search crop, normalised ``xyxy`` clipped to ``[0, 1]`` (zeros for negatives), ``present`` bool,
 ``template_box`` ``(4,)`` the template-crop box (normalised ``xyxy``), and ``sequence`` / ``frames`` (indices).
 
-No photometric augmentation (flip, colour jitter, grayscale) is applied yet.
+5. **Photometric augmentation** (off by default; the recipes set their papers' values), drawn after everything
+   above so that turning it on leaves the crops' geometry unchanged: colour jitter per crop (``brightness_jitter``,
+   ``contrast_jitter``, ``saturation_jitter``), grayscale of both crops (``grayscale_prob``), DeiT III's 3-augment
+   (``three_augment``: one of grayscale / solarize / blur, the same for both crops), and a horizontal flip
+   (``flip_prob``) of both crops together or, with ``flip_each``, of each crop on its own draw. A flip mirrors the
+   search box, the template box and the template mask with the image. See :mod:`trackers.train.data.photometric`.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -48,6 +53,7 @@ from trackers.box.pipeline import (
     pixel_aligned_crop,
     template_foreground_mask,
 )
+from trackers.train.data import photometric
 from trackers.train.data.sot_datasets import SOTSequence, read_image
 from trackers.train.data.synthetic import SyntheticBoxDataset, SyntheticConfig
 
@@ -69,6 +75,12 @@ class PairConfig:
         absent: ``"skip"`` (draw another search frame) or ``"negative"`` (keep it, ``present = False``) when the
             target is absent from the search frame.
         max_attempts: draws before giving up on a sequence / a present search frame.
+        brightness_jitter / contrast_jitter / saturation_jitter: colour-jitter strengths, drawn per crop
+            (factor uniform in ``[max(0, 1 - s), 1 + s]``; 0 = off).
+        grayscale_prob: probability that both crops are turned grey.
+        three_augment: apply one of grayscale / solarize / Gaussian blur to both crops (DeiT III, LoRAT).
+        flip_prob: probability of a horizontal flip; ``flip_each``: draw it for each crop on its own (LoRAT)
+            instead of once for the pair (OSTrack's joint flip).
     """
 
     template_factor: float = 2.0
@@ -81,6 +93,13 @@ class PairConfig:
     min_object_size: float = 10.0
     absent: str = "negative"
     max_attempts: int = 20
+    brightness_jitter: float = 0.0
+    contrast_jitter: float = 0.0
+    saturation_jitter: float = 0.0
+    grayscale_prob: float = 0.0
+    three_augment: bool = False
+    flip_prob: float = 0.0
+    flip_each: bool = False
 
     def __post_init__(self) -> None:
         for name in ("template_factor", "search_factor"):
@@ -96,6 +115,24 @@ class PairConfig:
             raise ValueError(f"PairConfig.absent must be one of {_ABSENT}, got {self.absent!r}")
         if self.max_attempts < 1:
             raise ValueError(f"PairConfig.max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("brightness_jitter", "contrast_jitter", "saturation_jitter"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"PairConfig.{name} must be >= 0, got {v}")
+        for name in ("grayscale_prob", "flip_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"PairConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def augments(self) -> bool:
+        """Whether any photometric augmentation is on."""
+        return bool(self.brightness_jitter or self.contrast_jitter or self.saturation_jitter or self.grayscale_prob
+                    or self.three_augment or self.flip_prob)
+
+    def without_augmentation(self) -> "PairConfig":
+        """The same sampling and cropping with every photometric augmentation off (validation pairs)."""
+        return replace(self, brightness_jitter=0.0, contrast_jitter=0.0, saturation_jitter=0.0, grayscale_prob=0.0,
+                       three_augment=False, flip_prob=0.0)
 
 
 def valid_boxes(seq: SOTSequence) -> np.ndarray:
@@ -265,6 +302,8 @@ class SOTPairDataset(torch.utils.data.Dataset):
         else:
             gt = torch.zeros(4)
         z_norm = (z_tf.to_crop(torch.from_numpy(z_box)) / sizes.template).clamp(0.0, 1.0)
+        if cfg.augments:
+            z_crop, x_crop, z_mask, z_norm, gt = _augment(cfg, rng, z_crop, x_crop, z_mask, z_norm, gt, present)
         return {
             "template": normalize_image(z_crop),
             "search": normalize_image(x_crop),
@@ -275,6 +314,31 @@ class SOTPairDataset(torch.utils.data.Dataset):
             "sequence": torch.tensor(flat, dtype=torch.int64),
             "frames": torch.tensor([t, s], dtype=torch.int64),
         }
+
+
+def _mirror(box: torch.Tensor) -> torch.Tensor:
+    """Normalised xyxy box of the horizontally flipped crop."""
+    return torch.stack([1.0 - box[2], box[1], 1.0 - box[0], box[3]])
+
+
+def _augment(cfg: PairConfig, rng: np.random.Generator, z_crop: torch.Tensor, x_crop: torch.Tensor,
+             z_mask: torch.Tensor, z_norm: torch.Tensor, gt: torch.Tensor, present: bool):
+    """Photometric augmentation of one pair (module docstring, step 5); crops are ``(3, S, S)`` in 0..255."""
+    z_crop = photometric.colour_jitter(z_crop, rng, cfg.brightness_jitter, cfg.contrast_jitter, cfg.saturation_jitter)
+    x_crop = photometric.colour_jitter(x_crop, rng, cfg.brightness_jitter, cfg.contrast_jitter, cfg.saturation_jitter)
+    if cfg.grayscale_prob and rng.random() < cfg.grayscale_prob:
+        z_crop, x_crop = photometric.grayscale(z_crop), photometric.grayscale(x_crop)
+    if cfg.three_augment:
+        z_crop, x_crop = photometric.three_augment([z_crop, x_crop], rng)
+    if cfg.flip_prob:
+        flip_z = rng.random() < cfg.flip_prob
+        flip_x = rng.random() < cfg.flip_prob if cfg.flip_each else flip_z
+        if flip_z:
+            z_crop, z_mask, z_norm = z_crop.flip(-1), z_mask.flip(-1), _mirror(z_norm)
+        if flip_x:
+            x_crop = x_crop.flip(-1)
+            gt = _mirror(gt) if present else gt
+    return z_crop, x_crop, z_mask, z_norm, gt
 
 
 def open_sources(got10k: Optional[str] = None, lasot: Optional[str] = None, synthetic_clips: int = 0,

@@ -30,7 +30,10 @@ What the paper specifies and this recipe does:
   search jitter scale 0.25 and centre 3, template none; crops through the tracker's own crop code with the
   tracker's factors (2 and 4). Sources: GOT-10k / LaSOT folders (``--got10k``, ``--lasot``) and synthetic clips
   (``--synthetic-clips``). A search frame without the target is a negative sample (``absent="negative"``: all
-  score targets 0, no box or denoising loss) or is re-drawn (``absent="skip"``).
+  score targets 0, no box or denoising loss) or is re-drawn (``absent="skip"``). Photometric augmentation as
+  OSTrack's: brightness factor in [0.8, 1.2] per crop, both crops grey with probability 0.05, both flipped
+  horizontally with probability 0.5 (``--brightness-jitter``, ``--grayscale-prob``, ``--flip-prob``; 0 turns
+  each off). Validation pairs are not augmented.
 
 Checkpoints are ``tracker.save_pretrained`` folders: ``trackers.BoxTracker.from_pretrained(run_dir /
 "checkpoint-N")`` loads one and tracks.
@@ -41,7 +44,7 @@ encoder of depth 4, patch 8, 64 px template / 128 px search; ``tiny``: tests), t
 
     trackers-train box --preset small --batch-size 8 --max-steps 3000 --synthetic-clips 2000 --output-dir runs/box
 
-Not implemented yet: photometric augmentation, COCO image pairs, the paper's 60-epoch multi-dataset sampling
+Not implemented yet: COCO image pairs, the paper's 60-epoch multi-dataset sampling
 weights (sources are drawn by sequence count).
 """
 from __future__ import annotations
@@ -122,6 +125,11 @@ class PairDataConfig(TrainConfig):
         template_scale_jitter: template-crop scale jitter.
         template_centre_jitter: template-crop centre jitter.
         absent: ``negative`` or ``skip``: what a search frame without the target becomes.
+        brightness_jitter / contrast_jitter / saturation_jitter: colour-jitter strength per crop (0 = off).
+        grayscale_prob: probability of turning both crops grey.
+        three_augment: DeiT III's one-of grayscale / solarize / blur on both crops.
+        flip_prob: horizontal-flip probability; ``flip_each`` draws it per crop instead of once per pair.
+            Validation pairs are never augmented.
     """
 
     got10k: Optional[str] = None
@@ -139,6 +147,13 @@ class PairDataConfig(TrainConfig):
     template_scale_jitter: float = 0.0
     template_centre_jitter: float = 0.0
     absent: str = "negative"
+    brightness_jitter: float = 0.0
+    contrast_jitter: float = 0.0
+    saturation_jitter: float = 0.0
+    grayscale_prob: float = 0.0
+    three_augment: bool = False
+    flip_prob: float = 0.0
+    flip_each: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,8 +167,12 @@ class PairDataConfig(TrainConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.absent not in ("negative", "skip"):
             raise ValueError(f"absent must be 'negative' or 'skip', got {self.absent!r}")
-        if not 0.0 <= self.synthetic_part_prob <= 1.0:
-            raise ValueError(f"synthetic_part_prob must lie in [0, 1], got {self.synthetic_part_prob}")
+        for name in ("synthetic_part_prob", "grayscale_prob", "flip_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        for name in ("brightness_jitter", "contrast_jitter", "saturation_jitter"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.got10k or self.lasot or self.synthetic_clips):
             raise ValueError("no training data: give --got10k / --lasot folders or --synthetic-clips > 0")
 
@@ -181,6 +200,8 @@ class BoxConfig(PairDataConfig):
         init_encoder: OSTrack / MAE / CAE checkpoint file for the encoder.
         train_pairs: pairs per pass over the training set (the paper: 60k per epoch).
         max_gap: largest frame distance of a pair (OSTrack: 200).
+        brightness_jitter / grayscale_prob / flip_prob: OSTrack's photometric augmentation (brightness factor in
+            [0.8, 1.2] per crop, both crops grey with probability 0.05, both flipped with probability 0.5).
         qfl_beta: quality focal loss exponent.
         top_k: predictions per stage that get the box loss.
         giou_weight: weight of the GIoU loss.
@@ -210,6 +231,9 @@ class BoxConfig(PairDataConfig):
     init_encoder: Optional[str] = None
     train_pairs: int = 60000
     max_gap: int = 200
+    brightness_jitter: float = 0.2
+    grayscale_prob: float = 0.05
+    flip_prob: float = 0.5
     qfl_beta: float = 2.0
     top_k: int = 4
     giou_weight: float = 2.0
@@ -264,7 +288,10 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
                        max_gap=cfg.max_gap, template_scale_jitter=cfg.template_scale_jitter,
                        template_centre_jitter=cfg.template_centre_jitter,
                        search_scale_jitter=cfg.search_scale_jitter, search_centre_jitter=cfg.search_centre_jitter,
-                       min_object_size=settings.min_object_size, absent=cfg.absent)
+                       min_object_size=settings.min_object_size, absent=cfg.absent,
+                       brightness_jitter=cfg.brightness_jitter, contrast_jitter=cfg.contrast_jitter,
+                       saturation_jitter=cfg.saturation_jitter, grayscale_prob=cfg.grayscale_prob,
+                       three_augment=cfg.three_augment, flip_prob=cfg.flip_prob, flip_each=cfg.flip_each)
     train = SOTPairDataset(sources, sizes, cfg.train_pairs, pairs, seed=cfg.data_seed)
     val = None
     if cfg.val_pairs:
@@ -272,7 +299,8 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
         # a separate split through ``sequences`` to hold sequences out)
         val_sources = open_sources(cfg.got10k, cfg.lasot, cfg.synthetic_clips, syn, cfg.data_seed + 1_000_000_007,
                                    cfg.sequences, cfg.synthetic_part_prob)
-        val = SOTPairDataset(val_sources, sizes, cfg.val_pairs, pairs, seed=cfg.data_seed + 1_000_000_007)
+        val = SOTPairDataset(val_sources, sizes, cfg.val_pairs, pairs.without_augmentation(),
+                             seed=cfg.data_seed + 1_000_000_007)
     return train, val
 
 

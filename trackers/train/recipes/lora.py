@@ -17,8 +17,9 @@ What the paper / official code specify and this recipe does:
   ``embed`` -- gradient-norm clipping 1.0, linear warm-up (2 epochs of 1024 steps) then cosine to 1e-6 per step.
   170 epochs x 1024 steps at global batch 128 (16 per process on 8 GPUs).
 * **data**: pairs within 100 frames, template factor 2 and search factor 4 (the tracker's settings), search jitter
-  scale 0.25 / centre 3, minimum object size 10 (see :mod:`trackers.train.data.sot_pairs`). Not implemented yet:
-  flip, colour jitter and the "3-augment" photometric augmentation, COCO pairs.
+  scale 0.25 / centre 3, minimum object size 10 (see :mod:`trackers.train.data.sot_pairs`); a horizontal flip
+  (p 0.5, drawn per crop), colour jitter 0.4 (brightness, contrast, saturation, per crop) and DeiT III's
+  "3-augment" (grayscale, solarize or blur, the same for both crops). Not implemented yet: COCO pairs.
 
 Starting points: ``--backbone FILE`` (a DINOv2 ``dinov2_vit*14_pretrain.pth`` or timm ``model.safetensors``: the
 paper's setting; head, type embedding and adapters random), ``--init SOURCE`` (a LoRAT registry name with
@@ -92,6 +93,8 @@ class LoRAConfig(PairDataConfig):
         backbone: DINOv2 backbone file (with ``init``: the release file's backbone; alone: the starting backbone).
         train_pairs: pairs per pass over the training set.
         max_gap: largest frame distance of a pair.
+        brightness_jitter / contrast_jitter / saturation_jitter / three_augment / flip_prob / flip_each: LoRAT's
+            augmentation (colour jitter 0.4 per crop, DeiT III 3-augment on both crops, a flip drawn per crop).
         cls_weight: weight of the IoU-aware BCE.
         giou_weight: weight of the GIoU loss.
     """
@@ -114,6 +117,12 @@ class LoRAConfig(PairDataConfig):
     backbone: Optional[str] = None
     train_pairs: int = 131072
     max_gap: int = 100
+    brightness_jitter: float = 0.4
+    contrast_jitter: float = 0.4
+    saturation_jitter: float = 0.4
+    three_augment: bool = True
+    flip_prob: float = 0.5
+    flip_each: bool = True
     cls_weight: float = 1.0
     giou_weight: float = 1.0
 
