@@ -23,7 +23,8 @@ the private API while packing falls back to the plain path for that weight (with
 Override for a block with :func:`use_linear_backend` (thread-local, nestable), or process-wide with the environment
 variable ``TRACKERS_LINEAR_BACKEND=auto|onednn|plain``. ``"onednn"`` means "use oneDNN wherever it can run" (as
 ``auto``, but also narrow layers and bfloat16 without native support) and raises if oneDNN cannot run in this
-process at all; ``"plain"`` never touches oneDNN.
+process at all; ``"plain"`` never touches oneDNN. On CPUs where oneDNN refuses bfloat16 linears altogether (AVX2
+only: :func:`bf16_packable` is False) bfloat16 always takes the plain path.
 
 Packed weights are a cache outside the modules (state dicts and checkpoints are unchanged; the packed tensors are
 never saved, copied or pickled with a model). Each entry is keyed by the parameter object and remembers which
@@ -50,6 +51,7 @@ from trackers.ops._backend import BackendSwitch
 
 __all__ = [
     "ACTIVATIONS",
+    "bf16_packable",
     "LINEAR_BACKENDS",
     "default_linear_backend",
     "linear",
@@ -146,6 +148,28 @@ def _bf16_native() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def bf16_packable() -> bool:
+    """Whether oneDNN can pack and run bfloat16 linears on this CPU at all (probed once per process).
+
+    Native bf16 dot products (:func:`_bf16_native`) make the bf16 path fast; without them oneDNN still emulates bf16
+    on CPUs with AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT, and refuses on plain AVX2 CPUs. Where it refuses, bf16 linears
+    run on the plain path whatever backend is asked for.
+    """
+    if not onednn_status()[0]:
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(16, 8, generator=gen).bfloat16()
+        x = torch.randn(3, 8, generator=gen).bfloat16()
+        with torch.no_grad():
+            y = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, None), None,
+                                                   "none", [], "none")
+        return bool(torch.allclose(y.float(), F.linear(x, w).float(), atol=0.1, rtol=0.02))
+    except Exception:  # noqa: BLE001 - private API: any failure means "bf16 stays on the plain path"
+        return False
+
+
 def _records(*tensors: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -179,6 +203,8 @@ def linear_route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         return "plain"
     if x.dtype not in _ONEDNN_DTYPES or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return "plain"
+    if x.dtype == torch.bfloat16 and not bf16_packable():
+        return "plain"  # oneDNN cannot run bf16 linears on this CPU (e.g. AVX2 only), whatever was asked
     if backend == "auto":
         if x.dtype == torch.bfloat16 and not _bf16_native():
             return "plain"
@@ -330,7 +356,10 @@ def linear_info() -> dict:
             fp32 = bf16 = ("error (oneDNN unusable)" if default == "onednn" else "plain") + f": {why}"
         else:
             fp32 = "onednn (packed weights, fused bias + activation)"
-            bf16 = fp32 if (default == "onednn" or _bf16_native()) else "plain (no native bf16 in oneDNN)"
+            if not bf16_packable():
+                bf16 = "plain (oneDNN cannot run bf16 linears on this CPU)"
+            else:
+                bf16 = fp32 if (default == "onednn" or _bf16_native()) else "plain (no native bf16 in oneDNN)"
     return {
         "linear_default_backend": default,
         "linear_onednn": "usable" if ok else f"unusable ({why})",
