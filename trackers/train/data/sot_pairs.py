@@ -57,9 +57,13 @@ from trackers.train.data import photometric
 from trackers.train.data.sot_datasets import SOTSequence, read_image
 from trackers.train.data.synthetic import SyntheticBoxDataset, SyntheticConfig
 
-__all__ = ["PairConfig", "SOTPairDataset", "SyntheticSequences", "jitter_box", "open_sources", "valid_boxes"]
+__all__ = ["AUGMENTATION_FIELDS", "PairConfig", "SOTPairDataset", "SyntheticSequences", "jitter_box", "open_sources",
+           "valid_boxes"]
 
 _ABSENT = ("skip", "negative")
+#: PairConfig fields of the photometric augmentation (the recipes copy them from their configs by name)
+AUGMENTATION_FIELDS = ("brightness_jitter", "contrast_jitter", "saturation_jitter", "grayscale_prob", "three_augment",
+                       "flip_prob", "flip_each")
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,7 @@ class PairConfig:
 
     def without_augmentation(self) -> "PairConfig":
         """The same sampling and cropping with every photometric augmentation off (validation pairs)."""
-        return replace(self, brightness_jitter=0.0, contrast_jitter=0.0, saturation_jitter=0.0, grayscale_prob=0.0,
-                       three_augment=False, flip_prob=0.0)
+        return replace(self, **{name: type(getattr(self, name))() for name in AUGMENTATION_FIELDS})  # 0.0 / False
 
 
 def valid_boxes(seq: SOTSequence) -> np.ndarray:

@@ -278,7 +278,7 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
 
     Crop factors and the minimum object size come from the tracker's settings, so training crops match tracking.
     """
-    from trackers.train.data.sot_pairs import PairConfig, SOTPairDataset, open_sources
+    from trackers.train.data.sot_pairs import AUGMENTATION_FIELDS, PairConfig, SOTPairDataset, open_sources
     from trackers.train.data.synthetic import SyntheticConfig
 
     syn = SyntheticConfig(**cfg.synthetic) if cfg.synthetic_clips else None
@@ -289,9 +289,7 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
                        template_centre_jitter=cfg.template_centre_jitter,
                        search_scale_jitter=cfg.search_scale_jitter, search_centre_jitter=cfg.search_centre_jitter,
                        min_object_size=settings.min_object_size, absent=cfg.absent,
-                       brightness_jitter=cfg.brightness_jitter, contrast_jitter=cfg.contrast_jitter,
-                       saturation_jitter=cfg.saturation_jitter, grayscale_prob=cfg.grayscale_prob,
-                       three_augment=cfg.three_augment, flip_prob=cfg.flip_prob, flip_each=cfg.flip_each)
+                       **{name: getattr(cfg, name) for name in AUGMENTATION_FIELDS})
     train = SOTPairDataset(sources, sizes, cfg.train_pairs, pairs, seed=cfg.data_seed)
     val = None
     if cfg.val_pairs:
