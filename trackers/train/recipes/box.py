@@ -167,12 +167,11 @@ class PairDataConfig(TrainConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.absent not in ("negative", "skip"):
             raise ValueError(f"absent must be 'negative' or 'skip', got {self.absent!r}")
-        for name in ("synthetic_part_prob", "grayscale_prob", "flip_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        for name in ("brightness_jitter", "contrast_jitter", "saturation_jitter"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.synthetic_part_prob <= 1.0:
+            raise ValueError(f"synthetic_part_prob must lie in [0, 1], got {self.synthetic_part_prob}")
+        from trackers.train.data.sot_pairs import AUGMENTATION_FIELDS, PairConfig
+
+        PairConfig(**{name: getattr(self, name) for name in AUGMENTATION_FIELDS})  # its checks name the bad field
         if not (self.got10k or self.lasot or self.synthetic_clips):
             raise ValueError("no training data: give --got10k / --lasot folders or --synthetic-clips > 0")
 
