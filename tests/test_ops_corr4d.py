@@ -247,3 +247,38 @@ def test_triton_rejects_float64():
     fmap, coords, support = _inputs(1, 1, 2, 3, 3, 2, 1)
     with pytest.raises(ValueError, match="float32, float16 and bfloat16"):
         corr4d(fmap, coords, support, 1, backend="triton")
+
+
+def test_out_dtype_rounds_the_float32_result_once():
+    """``out_dtype`` gives the float32 correlation rounded once to that dtype (a float32 map read by a bf16 model),
+    and gradients flow back to float32 inputs."""
+    fmap, coords, support = _inputs(1, 3, 16, 6, 7, 4, 2, dtype=torch.float32, seed=21, grad=True)
+    full = corr4d(fmap, coords, support, 2)
+    for dt in (torch.bfloat16, torch.float16):
+        out = corr4d(fmap, coords, support, 2, out_dtype=dt)
+        assert out.dtype == dt
+        assert torch.equal(out, full.detach().to(dt))
+    go = torch.randn_like(full).to(torch.bfloat16)
+    g_full = torch.autograd.grad(full, (fmap, coords, support), go.float())
+    g_bf = torch.autograd.grad(corr4d(fmap, coords, support, 2, out_dtype=torch.bfloat16), (fmap, coords, support),
+                               go)
+    for a, b in zip(g_bf, g_full):  # the backward pass runs in float32 either way
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="out_dtype must be a floating-point dtype"):
+        corr4d(fmap, coords, support, 2, out_dtype=torch.int32)
+
+
+@needs_triton
+@needs_interp
+def test_triton_out_dtype_matches_reference():
+    fmap, coords, support = _inputs(1, 2, 8, 5, 6, 3, 1, dtype=torch.float32, seed=22, grad=True)
+    out_t = corr4d(fmap, coords, support, 1, backend="triton", out_dtype=torch.bfloat16)
+    out_r = corr4d(fmap, coords, support, 1, backend="torch", out_dtype=torch.bfloat16)
+    assert out_t.dtype == out_r.dtype == torch.bfloat16
+    torch.testing.assert_close(out_t.float(), out_r.float(), rtol=1e-2, atol=1e-2)
+    go = torch.randn_like(out_r)
+    g_t = torch.autograd.grad(out_t, (fmap, support), go)
+    g_r = torch.autograd.grad(out_r, (fmap, support), go)
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -58,6 +58,10 @@ __all__ = [
 # Upper bounds on the number of (track, frame) tokens processed in one piece. They bound peak memory only; results
 # do not depend on them beyond floating-point summation order inside BLAS.
 _CORR_TOKENS = 6144      # correlation: 4 levels x 2401 floats per token
+# A window's correlation pyramid is pooled once for all its updates when it takes at most this many bytes (a
+# 24-frame 384x512 clip: ~200 MB in float32); longer offline clips pool it per frame chunk on every update instead,
+# so their memory stays bounded by the clip's feature map.
+_PYRAMID_CACHE_BYTES = 512 * 2 ** 20
 _BLOCK_TOKENS = 16384    # transformer blocks: ~ (5 x 384 + 1536) floats per token
 _MLP_ROWS = 512          # MLP rows per piece on the plain CPU inference path: fc1 -> GELU -> fc2 stays in the L2
                          # cache (25% faster); the oneDNN path fuses the GELU instead
@@ -540,16 +544,35 @@ class CoTracker3(nn.Module):
             out[:, a:b] = f.view(B, b - a, *f.shape[1:])
         return out
 
-    def pyramid(self, fmap: Tensor) -> List[Tensor]:
-        """``corr_levels`` maps ``(B, T, C, H_l, W_l)``: ``fmap`` and its repeated 2x2 average poolings (floor)."""
+    def pyramid(self, fmap: Tensor, dtype: Optional[torch.dtype] = None) -> List[Tensor]:
+        """``corr_levels`` maps ``(B, T, C, H_l, W_l)``: ``fmap`` and its repeated 2x2 average poolings (floor).
+
+        Levels are stored channels-last in ``dtype`` (default ``fmap.dtype``); pooled levels are rounded to
+        ``fmap.dtype`` first, so their values do not depend on ``dtype``.
+        """
         B, T = fmap.shape[:2]
+        dtype = fmap.dtype if dtype is None else dtype
         fmap = channels_last(fmap)
-        levels = [fmap]
-        f = fmap.reshape(B * T, *fmap.shape[2:]).float()
+        levels = [channels_last(fmap.to(dtype))]
+        f = (levels[0] if dtype == torch.float32 else fmap).reshape(B * T, *fmap.shape[2:]).float()
         for _ in range(1, self.config.corr_levels):
             f = F.avg_pool2d(f, 2, stride=2)
-            levels.append(channels_last(f.view(B, T, *f.shape[1:]).to(fmap.dtype)))
+            levels.append(channels_last(f.view(B, T, *f.shape[1:]).to(fmap.dtype).to(dtype)))
         return levels
+
+    def window_pyramid(self, fmap: Tensor) -> Optional[List[Tensor]]:
+        """:meth:`pyramid` of all frames of a window, pooled once for all its updates (the features do not change
+        between updates), or ``None`` when it would exceed ``_PYRAMID_CACHE_BYTES``.
+
+        On CPU the levels are kept in float32 (or wider): the correlation's CPU path computes in float32 and would
+        otherwise convert every level again on every update.
+        """
+        B, T, C, H, W = fmap.shape
+        dtype = torch.promote_types(fmap.dtype, torch.float32) if fmap.device.type == "cpu" else fmap.dtype
+        elems = sum(B * T * C * (H >> lvl) * (W >> lvl) for lvl in range(self.config.corr_levels))
+        if elems * torch.empty((), dtype=dtype).element_size() > _PYRAMID_CACHE_BYTES:
+            return None
+        return self.pyramid(fmap, dtype)
 
     def sample_support(self, fmap: Tensor, queries: Tensor, frame_offset: int = 0) -> List[Tensor]:
         """Query neighbourhoods ``(B, N, K, C)`` per level; ``queries`` (B, N, 3) at the resolution of the frames.
@@ -567,11 +590,14 @@ class CoTracker3(nn.Module):
         return out
 
     def token_features(self, fmap: Tensor, support: Sequence[Tensor], coords: Tensor, vis: Tensor,
-                       conf: Tensor, time_emb: Tensor, start: int = 0, stop: Optional[int] = None) -> Tensor:
+                       conf: Tensor, time_emb: Tensor, start: int = 0, stop: Optional[int] = None,
+                       levels: Optional[Sequence[Tensor]] = None) -> Tensor:
         """The 1110-d transformer input of frames ``[start, stop)`` as ``(B, stop-start, N, input_dim)``.
 
         ``coords`` (B, T, N, 2) in stride-4 feature pixels, ``vis``/``conf`` (B, T, N) logits, ``time_emb``
         (T, input_dim). Token = [vis, conf, correlation of every level, motion encoding] + time embedding.
+        ``levels``: :meth:`window_pyramid` of all ``T`` frames of ``fmap`` if already pooled (else the frames
+        ``[start, stop)`` are pooled here).
         """
         cfg = self.config
         T = coords.shape[1]
@@ -579,8 +605,9 @@ class CoTracker3(nn.Module):
         cdt = self.compute_dtype
         c = coords[:, start:stop]
         corr = []
-        for lvl, (level, sup) in enumerate(zip(self.pyramid(fmap[:, start:stop]), support)):
-            raw = ops.corr4d(level, c / (2 ** lvl), sup, cfg.corr_radius)
+        pyr = self.pyramid(fmap[:, start:stop]) if levels is None else [lv[:, start:stop] for lv in levels]
+        for lvl, (level, sup) in enumerate(zip(pyr, support)):
+            raw = ops.corr4d(level, c / (2 ** lvl), sup, cfg.corr_radius, out_dtype=cdt)
             corr.append(self.corr_mlp(raw.to(cdt)))
         # motion to the next / previous frame, zero at the clip ends, in units of the model resolution
         lo, hi = max(start - 1, 0), min(stop + 1, T)
@@ -624,11 +651,12 @@ class CoTracker3(nn.Module):
         cdt = self.compute_dtype
         coords, vis, conf = coords.float(), vis.float(), conf.float()
         per_chunk = max(1, _CORR_TOKENS // max(N, 1))
+        levels = self.window_pyramid(fmap)
         for it in range(iters):
             coords, vis, conf = coords.detach(), vis.detach(), conf.detach()
             tokens = coords.new_empty(B, N, T, D, dtype=cdt)
             for a, b in _spans(T, per_chunk):
-                feats = self.token_features(fmap, support, coords, vis, conf, time_emb, a, b)
+                feats = self.token_features(fmap, support, coords, vis, conf, time_emb, a, b, levels)
                 tokens[:, :, a:b] = ops.linear_module(self.updateformer.input_transform, feats).transpose(1, 2)
                 del feats
             delta = self.updateformer(tokens).float().transpose(1, 2)  # (B, T, N, 4)

@@ -30,6 +30,8 @@ where a sample point is clamped to the border, and undefined exactly on integer 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -103,11 +105,11 @@ class _Corr4dTorch(torch.autograd.Function):
     """Chunked reference with a recomputing backward (memory stays bounded by one chunk)."""
 
     @staticmethod
-    def forward(ctx, fmap, coords, support, radius: int):
+    def forward(ctx, fmap, coords, support, radius: int, out_dtype: torch.dtype):
         ctx.radius = radius
         ctx.save_for_backward(fmap, coords, support)
         with torch.no_grad():
-            return _corr4d_torch_fwd(fmap, coords, support, radius)
+            return _corr4d_torch_fwd(fmap, coords, support, radius, out_dtype)
 
     @staticmethod
     @once_differentiable
@@ -116,7 +118,7 @@ class _Corr4dTorch(torch.autograd.Function):
         need = ctx.needs_input_grad
         with torch.no_grad():
             gf, gc, gs = _corr4d_torch_bwd(fmap, coords, support, ctx.radius, grad_out, need[0], need[1], need[2])
-        return gf, gc, gs, None
+        return gf, gc, gs, None, None
 
 
 def _prepare(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radius: int):
@@ -145,14 +147,14 @@ def _chunk_window(coords_c, radius, B, T, H, W, cdtype):
     return idx.transpose(1, 2), ax.transpose(1, 2), ay.transpose(1, 2)
 
 
-def _corr4d_torch_fwd(fmap, coords, support, radius):
+def _corr4d_torch_fwd(fmap, coords, support, radius, out_dtype=None):
     B, T, C = fmap.shape[:3]
     N = coords.shape[2]
     D, E = 2 * radius + 1, 2 * radius + 2
     K = D * D
     cdtype, rows, sup, step, idx_all, ax_all, ay_all = _prepare(fmap, coords, support, radius)
     sup_t = sup.transpose(2, 3).contiguous()  # (B, N, C, K): a plain right-hand operand is ~15% faster in bmm
-    out = torch.empty(B, T, N, D, D, K, device=fmap.device, dtype=fmap.dtype)
+    out = torch.empty(B, T, N, D, D, K, device=fmap.device, dtype=fmap.dtype if out_dtype is None else out_dtype)
     # Workspaces are allocated once and reused by every chunk: on CPU, freshly allocated large tensors are paid for
     # again in page faults, which cost more than the arithmetic here.
     kw = dict(device=fmap.device, dtype=cdtype)
@@ -243,7 +245,7 @@ def _corr4d_torch_bwd(fmap, coords, support, radius, grad_out, need_f, need_c, n
 def corr4d_reference(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radius: int) -> torch.Tensor:
     """Pure-PyTorch 4D correlation (the CPU path); same contract as :func:`corr4d`. Differentiable."""
     _check(fmap, coords, support, radius)
-    return _Corr4dTorch.apply(fmap, coords, support, radius)
+    return _Corr4dTorch.apply(fmap, coords, support, radius, fmap.dtype)
 
 
 def corr4d_grid_sample(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radius: int) -> torch.Tensor:
@@ -321,11 +323,11 @@ def sample_patches(fmap: torch.Tensor, coords: torch.Tensor, radius: int,
 
 class _Corr4dTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fmap, coords, support, radius: int):
+    def forward(ctx, fmap, coords, support, radius: int, out_dtype: torch.dtype):
         kern = load_kernels("_corr4d_triton", "corr4d", fmap.device)
         ctx.radius = radius
         ctx.save_for_backward(fmap, coords, support)
-        return kern.corr4d_forward(fmap, coords, support, radius)
+        return kern.corr4d_forward(fmap, coords, support, radius).to(out_dtype)
 
     @staticmethod
     @once_differentiable
@@ -333,12 +335,13 @@ class _Corr4dTriton(torch.autograd.Function):
         fmap, coords, support = ctx.saved_tensors
         kern = load_kernels("_corr4d_triton", "corr4d", fmap.device)
         need = ctx.needs_input_grad
-        gf, gc, gs = kern.corr4d_backward(fmap, coords, support, ctx.radius, grad_out, need[0], need[1], need[2])
-        return gf, gc, gs, None
+        gf, gc, gs = kern.corr4d_backward(fmap, coords, support, ctx.radius, grad_out.to(fmap.dtype), need[0], need[1],
+                                          need[2])
+        return gf, gc, gs, None, None
 
 
 def corr4d(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radius: int, *,
-           backend: str = "auto") -> torch.Tensor:
+           backend: str = "auto", out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """CoTracker3's 4D correlation for one pyramid level.
 
     Args:
@@ -349,17 +352,21 @@ def corr4d(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radi
         radius: neighbourhood radius ``r`` (3 in CoTracker3).
         backend: ``"auto"`` (Triton for CUDA tensors when available, else the reference), ``"torch"`` or
             ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1``). See :mod:`trackers.ops`.
+        out_dtype: dtype of the result (default ``fmap``'s): e.g. a float32 map read by a bf16 model, rounded once.
 
     Returns:
-        ``(B, T, N, K*K)`` in ``fmap``'s dtype, flattened ``(h, w, i, j)``: ``(h, w)`` target offsets and ``(i, j)``
+        ``(B, T, N, K*K)`` in ``out_dtype``, flattened ``(h, w, i, j)``: ``(h, w)`` target offsets and ``(i, j)``
         support offsets, both x-slow. fp16/bf16 inputs are accumulated in fp32. Differentiable w.r.t. all three
         tensor inputs.
     """
     _check(fmap, coords, support, radius)
+    out_dtype = fmap.dtype if out_dtype is None else out_dtype
+    if not out_dtype.is_floating_point:
+        raise ValueError(f"corr4d: out_dtype must be a floating-point dtype, got {out_dtype}")
     which = resolve_backend(backend, "corr4d", (fmap,))
     if which == "triton":
-        return _Corr4dTriton.apply(fmap, coords, support, radius)
-    return _Corr4dTorch.apply(fmap, coords, support, radius)
+        return _Corr4dTriton.apply(fmap, coords, support, radius, out_dtype)
+    return _Corr4dTorch.apply(fmap, coords, support, radius, out_dtype)
 
 
 def corr4d_bytes_moved(B: int, T: int, N: int, C: int, H: int, W: int, radius: int,
