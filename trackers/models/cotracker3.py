@@ -608,7 +608,7 @@ class CoTracker3(nn.Module):
         pyr = self.pyramid(fmap[:, start:stop]) if levels is None else [lv[:, start:stop] for lv in levels]
         for lvl, (level, sup) in enumerate(zip(pyr, support)):
             raw = ops.corr4d(level, c / (2 ** lvl), sup, cfg.corr_radius, out_dtype=cdt)
-            corr.append(self.corr_mlp(raw.to(cdt)))
+            corr.append(self.corr_mlp(raw))  # already in the compute dtype (out_dtype)
         # motion to the next / previous frame, zero at the clip ends, in units of the model resolution
         lo, hi = max(start - 1, 0), min(stop + 1, T)
         ext = coords[:, lo:hi]
