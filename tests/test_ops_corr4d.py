@@ -282,3 +282,12 @@ def test_triton_out_dtype_matches_reference():
     g_r = torch.autograd.grad(out_r, (fmap, support), go)
     for a, b in zip(g_t, g_r):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_read_dtype_is_what_the_path_computes_in():
+    from trackers.ops import corr4d_read_dtype
+
+    for dt, want in ((torch.bfloat16, torch.float32), (torch.float32, torch.float32), (torch.float64, torch.float64)):
+        assert corr4d_read_dtype(torch.zeros(1, 1, 2, 3, 3, dtype=dt), backend="torch") == want
+    if HAVE_TRITON and INTERP:
+        assert corr4d_read_dtype(torch.zeros(1, 1, 2, 3, 3, dtype=torch.bfloat16), backend="triton") == torch.bfloat16

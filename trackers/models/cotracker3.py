@@ -564,11 +564,11 @@ class CoTracker3(nn.Module):
         """:meth:`pyramid` of all frames of a window, pooled once for all its updates (the features do not change
         between updates), or ``None`` when it would exceed ``_PYRAMID_CACHE_BYTES``.
 
-        On CPU the levels are kept in float32 (or wider): the correlation's CPU path computes in float32 and would
-        otherwise convert every level again on every update.
+        The levels are kept in the dtype the correlation reads without converting (:func:`ops.corr4d_read_dtype`:
+        float32 on the CPU path for a bf16 model), so it does not convert every level again on every update.
         """
         B, T, C, H, W = fmap.shape
-        dtype = torch.promote_types(fmap.dtype, torch.float32) if fmap.device.type == "cpu" else fmap.dtype
+        dtype = ops.corr4d_read_dtype(fmap)
         elems = sum(B * T * C * (H >> lvl) * (W >> lvl) for lvl in range(self.config.corr_levels))
         if elems * torch.empty((), dtype=dtype).element_size() > _PYRAMID_CACHE_BYTES:
             return None

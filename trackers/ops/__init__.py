@@ -26,7 +26,8 @@ Importing this package never imports Triton. ``python -m trackers.ops._aot 80 90
 compiles every kernel for sm_80 / sm_90 without a GPU, which catches lowering and type errors.
 """
 from trackers.ops._backend import BACKENDS, OpsInfo, default_backend, info, use_backend
-from trackers.ops.corr4d import corr4d, corr4d_bytes_moved, corr4d_grid_sample, corr4d_reference, sample_patches
+from trackers.ops.corr4d import (corr4d, corr4d_bytes_moved, corr4d_grid_sample, corr4d_read_dtype, corr4d_reference,
+                                 sample_patches)
 from trackers.ops.linear import (
     ACTIVATIONS,
     LINEAR_BACKENDS,
@@ -51,6 +52,7 @@ __all__ = [
     "corr4d",
     "corr4d_bytes_moved",
     "corr4d_grid_sample",
+    "corr4d_read_dtype",
     "corr4d_reference",
     "default_backend",
     "default_linear_backend",

@@ -38,7 +38,9 @@ from torch.autograd.function import once_differentiable
 
 from trackers.ops._backend import load_kernels, resolve_backend
 
-__all__ = ["corr4d", "corr4d_reference", "corr4d_grid_sample", "sample_patches", "corr4d_bytes_moved"]
+__all__ = [
+    "corr4d", "corr4d_read_dtype", "corr4d_reference", "corr4d_grid_sample", "sample_patches", "corr4d_bytes_moved",
+]
 
 #: Elements of the largest temporary of one reference chunk (gathered pixels). On the CPU a chunk that stays in the
 #: L2/L3 caches (2**20 fp32 = 4 MiB) runs the gather -> matmul -> lerp chain about twice as fast as 128 MiB chunks;
@@ -367,6 +369,15 @@ def corr4d(fmap: torch.Tensor, coords: torch.Tensor, support: torch.Tensor, radi
     if which == "triton":
         return _Corr4dTriton.apply(fmap, coords, support, radius, out_dtype)
     return _Corr4dTorch.apply(fmap, coords, support, radius, out_dtype)
+
+
+def corr4d_read_dtype(fmap: torch.Tensor, *, backend: str = "auto") -> torch.dtype:
+    """The dtype in which :func:`corr4d` reads a level of ``fmap``'s dtype and device without converting it: the
+    reference's compute dtype (float32, or float64) on the PyTorch path, the map's own dtype on the Triton path.
+    A caller that keeps levels for several calls can store them in it once."""
+    if resolve_backend(backend, "corr4d", (fmap,)) == "triton":
+        return fmap.dtype
+    return _compute_dtype(fmap)
 
 
 def corr4d_bytes_moved(B: int, T: int, N: int, C: int, H: int, W: int, radius: int,
