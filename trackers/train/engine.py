@@ -556,10 +556,17 @@ def train(recipe: Recipe) -> TrainResult:
     cfg = recipe.config
     info = setup_distributed(cfg.device)
     try:
-        return _train(recipe, cfg, info)
-    finally:
+        result = _train(recipe, cfg, info)
+    except BaseException:
         if info.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            dist.destroy_process_group()  # no barrier: the other ranks may never reach one
+        raise
+    if info.owns_group and dist.is_initialized():
+        # every rank finishes before any tears down: a gloo rank whose peer closed the connections while it was still
+        # shutting down has aborted at exit ("terminate called without an active exception")
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
 
 
 def _train(recipe: Recipe, cfg: TrainConfig, info: DistInfo) -> TrainResult:
