@@ -18,6 +18,7 @@ from trackers.train.data import (
     SyntheticConfig,
     SyntheticPointDataset,
     VideoFolder,
+    add_twin,
     clip_from_scene,
     generate_clip,
     part_boxes,
@@ -450,6 +451,53 @@ def test_box_dataset_parts_lie_inside_their_object():
     assert n_parts >= 2
     with pytest.raises(ValueError, match="part_prob"):
         SyntheticBoxDataset(2, SMALL, part_prob=1.5)
+
+
+def test_twin_touches_its_target_from_behind_in_the_same_stuff():
+    rng = np.random.default_rng(0)
+    tex = np.stack([gradient(32, 32, 1)[..., 0], rng.uniform(0, 255, (32, 32)), np.full((32, 32), 40.0)], -1)
+    tex = tex.astype(np.float32)
+    obj = SceneObject(texture=tex, mask=disc_mask(32), radius=(9.0, 9.0),
+                      motion=Motion(position=(32.0, 32.0), velocity=(1.0, 0.5)))
+    n_touch = 0
+    for seed in range(6):
+        sc = scene([obj], background=np.full((4, 4, 3), 250.0, np.float32))
+        k2 = add_twin(sc, 0, np.random.default_rng(seed), CLEAN)
+        assert k2 == 1 and sc.objects[1].depth > sc.objects[0].depth  # behind the target
+        twin = sc.objects[1]
+        # the same stuff: the target's texels, rearranged (mirrored tiles), at the target's texel density
+        assert set(np.unique(twin.texture[..., 2])) == {40.0}
+        assert np.isin(twin.texture[..., 1], tex[..., 1]).all()
+        assert twin.texture.shape[0] / twin.radius[1] == pytest.approx(32 / 9.0, rel=0.1)
+        alone = clip_from_scene(scene([obj]), num_points=4, seed=0, keep_id_map=True)
+        both = clip_from_scene(sc, num_points=4, seed=0, keep_id_map=True)
+        # the target's ground truth does not change: the twin is behind it
+        assert np.array_equal(alone.boxes[:, 0], both.boxes[:, 0])
+        assert np.array_equal(alone.id_map == 0, both.id_map == 0)
+        # ... and it touches the target: at the middle frame a twin pixel is next to a target pixel
+        ids = both.id_map[len(both.id_map) // 2]
+        t, w = ids == 0, ids == 1
+        near = np.zeros_like(t)
+        near[1:] |= t[:-1]
+        near[:-1] |= t[1:]
+        near[:, 1:] |= t[:, :-1]
+        near[:, :-1] |= t[:, 1:]
+        n_touch += bool((near & w).any())
+    assert n_touch == 6  # every seed
+
+
+def test_box_dataset_twins_keep_the_target_and_its_ground_truth():
+    plain = SyntheticBoxDataset(3, SMALL, seed=3)
+    twins = SyntheticBoxDataset(3, SMALL, seed=3, twin_prob=1.0)
+    for i in range(3):
+        a, b = plain[i], twins[i]
+        assert not a["has_twin"] and b["has_twin"]
+        assert a["object_id"] == b["object_id"]
+        for key in ("boxes", "box_visible", "visible_fraction"):
+            assert torch.equal(a[key], b[key]), key
+        assert not torch.equal(a["video"], b["video"])  # the twin is drawn
+    with pytest.raises(ValueError, match="twin_prob"):
+        SyntheticBoxDataset(2, SMALL, twin_prob=-0.1)
 
 
 def _photo_folder(tmp_path, colours):

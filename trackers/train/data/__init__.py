@@ -13,6 +13,7 @@ from trackers.train.data.synthetic import (
     SyntheticClip,
     SyntheticConfig,
     SyntheticPointDataset,
+    add_twin,
     clip_from_scene,
     generate_clip,
     item_seed,
@@ -29,6 +30,6 @@ __all__ = [
     "HELD_OUT_TEXTURES", "SHAPES", "TEXTURE_KINDS", "TRAIN_TEXTURES", "VIDEO_EXTENSIONS",
     "Motion", "Scene", "SceneObject", "SyntheticBoxDataset", "SyntheticClip", "SyntheticConfig",
     "SyntheticPointDataset", "NpzTrackDataset", "VideoFolder",
-    "clip_from_scene", "generate_clip", "item_seed", "make_shape_mask", "make_texture", "part_boxes", "point_flags",
+    "add_twin", "clip_from_scene", "generate_clip", "item_seed", "make_shape_mask", "make_texture", "part_boxes", "point_flags",
     "point_tracks", "render_scene", "sample_scene", "save_clip_npz",
 ]

@@ -175,13 +175,15 @@ class SyntheticSequences:
 
     A frame counts as *present* when the object has a visible pixel and at least ``min_visible_fraction`` of its
     area is visible (a few visible pixels are not a usable template). ``part_prob`` of the sequences follow a part
-    of an object instead of a whole one (see :class:`SyntheticBoxDataset`). The last ``cache_size`` generated clips are
+    of an object instead of a whole one, and ``twin_prob`` give the target a look-alike neighbour (see
+    :class:`SyntheticBoxDataset`). The last ``cache_size`` generated clips are
     kept in memory (per process): generating a clip costs far more than cropping two frames from it.
     """
 
     def __init__(self, num_clips: int, config: SyntheticConfig = SyntheticConfig(), seed: int = 0, *,
-                 min_visible_fraction: float = 0.1, cache_size: int = 8, part_prob: float = 0.0) -> None:
-        self.clips = SyntheticBoxDataset(num_clips, config, seed, part_prob=part_prob)
+                 min_visible_fraction: float = 0.1, cache_size: int = 8, part_prob: float = 0.0,
+                 twin_prob: float = 0.0) -> None:
+        self.clips = SyntheticBoxDataset(num_clips, config, seed, part_prob=part_prob, twin_prob=twin_prob)
         if not 0.0 <= min_visible_fraction <= 1.0:
             raise ValueError(f"min_visible_fraction must be in [0, 1], got {min_visible_fraction}")
         self.min_visible_fraction = float(min_visible_fraction)
@@ -346,7 +348,8 @@ def _augment(cfg: PairConfig, rng: np.random.Generator, z_crop: torch.Tensor, x_
 
 def open_sources(got10k: Optional[str] = None, lasot: Optional[str] = None, synthetic_clips: int = 0,
                  synthetic: Optional[SyntheticConfig] = None, synthetic_seed: int = 0,
-                 sequences: Optional[Dict[str, Any]] = None, synthetic_part_prob: float = 0.0) -> List[Any]:
+                 sequences: Optional[Dict[str, Any]] = None, synthetic_part_prob: float = 0.0,
+                 synthetic_twin_prob: float = 0.0) -> List[Any]:
     """Sequence collections from benchmark folders and / or the synthetic generator (the recipes' data options)."""
     from trackers.train.data.sot_datasets import GOT10kDataset, LaSOTDataset
 
@@ -358,7 +361,7 @@ def open_sources(got10k: Optional[str] = None, lasot: Optional[str] = None, synt
         out.append(LaSOTDataset(lasot, seqs.get("lasot")))
     if synthetic_clips:
         out.append(SyntheticSequences(synthetic_clips, synthetic or SyntheticConfig(), synthetic_seed,
-                                      part_prob=synthetic_part_prob))
+                                      part_prob=synthetic_part_prob, twin_prob=synthetic_twin_prob))
     if not out:
         raise ValueError("no training data: give a GOT-10k or LaSOT folder, or synthetic clips > 0")
     return out

@@ -57,7 +57,8 @@ __all__ = [
     "SyntheticConfig", "SyntheticClip", "Motion", "SceneObject", "Scene",
     "make_texture", "make_shape_mask", "photo_bank", "photo_texture", "sample_scene", "render_scene",
     "point_tracks", "point_flags",
-    "clip_from_scene", "generate_clip", "part_boxes", "item_seed", "SyntheticPointDataset", "SyntheticBoxDataset",
+    "clip_from_scene", "generate_clip", "part_boxes", "add_twin", "item_seed",
+    "SyntheticPointDataset", "SyntheticBoxDataset",
 ]
 
 #: Texture kinds used for training by default.
@@ -1217,6 +1218,76 @@ def _random_part(mask: np.ndarray, size: Tuple[float, float],
     return (cu, cv), (hu, hv)
 
 
+def _mirror_tile(texture: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """``texture`` continued to ``(height, width)`` by mirrored tiling (seamless, same texel size), from a random
+    offset: the same stuff, not the same picture."""
+    h, w = texture.shape[:2]
+    tile = np.concatenate([texture, texture[:, ::-1]], axis=1)
+    tile = np.concatenate([tile, tile[::-1]], axis=0)
+    oy, ox = int(rng.integers(2 * h)), int(rng.integers(2 * w))
+    rows = (oy + np.arange(height)) % (2 * h)
+    cols = (ox + np.arange(width)) % (2 * w)
+    return np.ascontiguousarray(tile[rows][:, cols])
+
+
+def _extreme(mask: np.ndarray, radius: Tuple[float, float], angle: float, direction: np.ndarray) -> np.ndarray:
+    """The covered texel of a shape (``mask`` over its local square, half-sizes ``radius``, turned by ``angle``)
+    that reaches farthest along the unit ``direction``: its offset from the centre at scale 1, ``(2,)``."""
+    h, w = mask.shape
+    rows, cols = np.nonzero(mask >= 0.5)
+    u = (-1.0 + 2.0 * (cols + 0.5) / w) * radius[0]
+    v = (-1.0 + 2.0 * (rows + 0.5) / h) * radius[1]
+    c, s = math.cos(angle), math.sin(angle)
+    x, y = c * u - s * v, s * u + c * v
+    i = int(np.argmax(x * direction[0] + y * direction[1]))
+    return np.array([x[i], y[i]])
+
+
+def add_twin(scene: Scene, k: int, rng: np.random.Generator, config: SyntheticConfig) -> int:
+    """Add a *twin* of object ``k`` to ``scene``: another shape of the same stuff (its texture continued by
+    mirrored tiling), touching ``k`` from just behind it and drifting slowly against it; returns its index.
+
+    A head on a body of the same fur, a sleeve on a shirt: a target's look-alike neighbour is where a small
+    tracker grows its box over the union. The twin is drawn behind ``k`` (``k``'s visibility and ground truth do
+    not change) but in front of everything that was behind ``k``.
+    """
+    obj = scene.objects[k]
+    T = scene.num_frames
+    t_mid = (T - 1) / 2.0
+    grow = rng.uniform(0.8, 2.0)
+    aspect = math.exp(rng.uniform(math.log(config.aspect_ratio[0]), math.log(config.aspect_ratio[1])))
+    r = math.sqrt(obj.radius[0] * obj.radius[1]) * grow
+    radius = (r * math.sqrt(aspect), r / math.sqrt(aspect))
+    th, tw = obj.texture.shape[:2]
+    # the target's texel density, so the twin's stuff looks the same size
+    hh = int(np.clip(round(th * radius[1] / obj.radius[1]), 8, _MAX_TEXTURE))
+    ww = int(np.clip(round(tw * radius[0] / obj.radius[0]), 8, _MAX_TEXTURE))
+    texture = _mirror_tile(obj.texture, hh, ww, rng)
+    mask = make_shape_mask(str(rng.choice(config.shapes)), hh, ww, rng)
+
+    m = obj.motion
+    p, theta, scale = m.at(np.array([t_mid]))
+    p, theta, scale = p[0], float(theta[0]), float(scale[0])
+    # Along a random direction d: the twin's point nearest the target (its extreme along -d) goes inside the target,
+    # 50-90 % of the way from the target's centre to its own extreme along d, so the two touch and the twin's body
+    # lies beyond the target (its overlap is hidden behind it).
+    d = _unit(rng.uniform(0, 2 * math.pi))
+    twin_angle = theta + rng.uniform(-0.5, 0.5)
+    reach = rng.uniform(0.5, 0.9) * _extreme(obj.mask, obj.radius, theta, d) - _extreme(mask, radius, twin_angle, -d)
+    drift = rng.uniform(0, 0.25 * config.max_speed) * _unit(rng.uniform(0, 2 * math.pi))
+    velocity = np.asarray(m.velocity) + np.asarray(m.acceleration) * (t_mid - m.anchor_time) + drift
+    motion = Motion(
+        position=tuple(p + scale * reach), velocity=tuple(velocity), acceleration=m.acceleration,
+        angle=twin_angle, angular_velocity=m.angular_velocity + math.radians(rng.uniform(-1, 1)),
+        log_scale=math.log(scale),
+        log_scale_rate=m.log_scale_rate + float(rng.uniform(-1, 1) * math.log1p(config.max_scale_change)),
+        anchor_time=t_mid,
+    )
+    scene.objects.append(SceneObject(texture=texture, mask=mask, radius=radius, motion=motion,
+                                     depth=obj.depth + 0.5, shape="twin"))
+    return len(scene.objects) - 1
+
+
 # =============================================================================================== datasets
 
 
@@ -1284,19 +1355,24 @@ class SyntheticBoxDataset(_SeededDataset):
     is a whole object on a contrasting background, and a model learns to grow its box to the whole object around
     the template. A part that fails the visibility rules above falls back to the whole object.
 
+    With probability ``twin_prob`` the chosen object gets a *twin* first (:func:`add_twin`): a look-alike
+    neighbour of the same stuff touching it from behind, so the box must stay on the target and not grow over
+    both. The clip is rendered again with it; the target's ground truth is unchanged.
+
     Items: ``video`` ``(T, 3, H, W)`` float in ``[0, 255]``, ``boxes`` ``(T, 4)`` xyxy (pixel ``i`` covers
     ``[i, i + 1)``; zeros where not visible), ``box_visible`` ``(T,)`` bool, ``visible_fraction`` ``(T,)``,
-    ``object_id``, ``is_part`` (bool) and ``seed``.
+    ``object_id``, ``is_part`` and ``has_twin`` (bools) and ``seed``.
     """
 
     def __init__(self, num_clips: int, config: SyntheticConfig = SyntheticConfig(), seed: int = 0, *,
                  min_initial_visibility: float = 0.5, min_visible_frames: float = 0.5, max_attempts: int = 10,
-                 part_prob: float = 0.0, part_size: Tuple[float, float] = (0.3, 0.7)):
+                 part_prob: float = 0.0, part_size: Tuple[float, float] = (0.3, 0.7), twin_prob: float = 0.0):
         super().__init__(num_clips, config, seed)
         _check_number("min_initial_visibility", min_initial_visibility, hi=1.0)
         _check_number("min_visible_frames", min_visible_frames, hi=1.0)
         _check_number("part_prob", part_prob, hi=1.0)
         _check_range("part_size", part_size, 0.05, 1.0)
+        _check_number("twin_prob", twin_prob, hi=1.0)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.min_initial_visibility = float(min_initial_visibility)
@@ -1304,6 +1380,7 @@ class SyntheticBoxDataset(_SeededDataset):
         self.max_attempts = int(max_attempts)
         self.part_prob = float(part_prob)
         self.part_size = (float(part_size[0]), float(part_size[1]))
+        self.twin_prob = float(twin_prob)
 
     def _eligible(self, first: np.ndarray, visible: np.ndarray) -> np.ndarray:
         """Targets usable for an item: ``first`` visible fraction at frame 0 (per target), ``visible`` ``(T, ...)``."""
@@ -1315,7 +1392,7 @@ class SyntheticBoxDataset(_SeededDataset):
         config = self.config.replace(num_points=1)
         best = None
         rng = None
-        keep_ids = self.part_prob > 0
+        keep_ids = self.part_prob > 0 or self.twin_prob > 0
         for attempt in range(self.max_attempts):
             scene, clip = _generate(item_seed(self.seed, index, attempt), config, keep_ids)
             if clip.boxes.shape[1] == 0:
@@ -1333,6 +1410,14 @@ class SyntheticBoxDataset(_SeededDataset):
                 raise ValueError(f"no clip with objects in {self.max_attempts} attempts; "
                                  f"config.num_objects={self.config.num_objects}")
             scene, clip, _, k = best
+        has_twin = False
+        if self.twin_prob > 0:
+            # its own generator: twin_prob = 0 leaves every item (and its part draws) as it was
+            twin_rng = np.random.default_rng([clip.seed, 1])
+            if twin_rng.uniform() < self.twin_prob:
+                add_twin(scene, k, twin_rng, config)
+                clip = clip_from_scene(scene, num_points=1, seed=clip.seed, keep_id_map=True)
+                has_twin = True
         boxes, visible, fraction = clip.boxes[:, k], clip.box_visible[:, k], clip.object_visible_fraction[:, k]
         is_part = False
         # the part draws come after the object choice, so part_prob = 0 leaves every item as it was
@@ -1350,5 +1435,6 @@ class SyntheticBoxDataset(_SeededDataset):
             "visible_fraction": torch.from_numpy(np.array(fraction, np.float32)),
             "object_id": torch.tensor(k, dtype=torch.int64),
             "is_part": torch.tensor(is_part),
+            "has_twin": torch.tensor(has_twin),
             "seed": torch.tensor(clip.seed, dtype=torch.int64),
         }

@@ -116,6 +116,8 @@ class PairDataConfig(TrainConfig):
         synthetic_part_prob: share of synthetic sequences whose target is a part of an object (a rectangle of
             its surface) instead of the whole object; parts teach that the box is what the template shows, not
             the whole object around it.
+        synthetic_twin_prob: share of synthetic sequences whose target gets a look-alike neighbour of the same
+            stuff touching it (a head on a body of the same fur): the box must not grow over both.
         train_pairs: pairs per pass over the training set.
         val_pairs: validation pairs (drawn with their own seed; 0 disables validation).
         data_seed: seed of the pair sampling and of the synthetic clips.
@@ -138,6 +140,7 @@ class PairDataConfig(TrainConfig):
     synthetic_clips: int = 2000
     synthetic: Dict[str, Any] = field(default_factory=dict)
     synthetic_part_prob: float = 0.0
+    synthetic_twin_prob: float = 0.0
     train_pairs: int = 60000
     val_pairs: int = 0
     data_seed: int = 0
@@ -167,8 +170,9 @@ class PairDataConfig(TrainConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.absent not in ("negative", "skip"):
             raise ValueError(f"absent must be 'negative' or 'skip', got {self.absent!r}")
-        if not 0.0 <= self.synthetic_part_prob <= 1.0:
-            raise ValueError(f"synthetic_part_prob must lie in [0, 1], got {self.synthetic_part_prob}")
+        for name in ("synthetic_part_prob", "synthetic_twin_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         from trackers.train.data.sot_pairs import AUGMENTATION_FIELDS, PairConfig
 
         PairConfig(**{name: getattr(self, name) for name in AUGMENTATION_FIELDS})  # its checks name the bad field
@@ -282,7 +286,7 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
 
     syn = SyntheticConfig(**cfg.synthetic) if cfg.synthetic_clips else None
     sources = open_sources(cfg.got10k, cfg.lasot, cfg.synthetic_clips, syn, cfg.data_seed, cfg.sequences,
-                           cfg.synthetic_part_prob)
+                           cfg.synthetic_part_prob, cfg.synthetic_twin_prob)
     pairs = PairConfig(template_factor=settings.template_factor, search_factor=settings.search_factor,
                        max_gap=cfg.max_gap, template_scale_jitter=cfg.template_scale_jitter,
                        template_centre_jitter=cfg.template_centre_jitter,
@@ -295,7 +299,7 @@ def make_pair_datasets(cfg: Any, sizes: Any, settings: Any) -> Tuple[Any, Option
         # validation pairs: their own seed, and synthetic clips of their own (benchmark folders are shared: pass
         # a separate split through ``sequences`` to hold sequences out)
         val_sources = open_sources(cfg.got10k, cfg.lasot, cfg.synthetic_clips, syn, cfg.data_seed + 1_000_000_007,
-                                   cfg.sequences, cfg.synthetic_part_prob)
+                                   cfg.sequences, cfg.synthetic_part_prob, cfg.synthetic_twin_prob)
         val = SOTPairDataset(val_sources, sizes, cfg.val_pairs, pairs.without_augmentation(),
                              seed=cfg.data_seed + 1_000_000_007)
     return train, val
