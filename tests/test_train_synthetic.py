@@ -486,6 +486,14 @@ def test_twin_touches_its_target_from_behind_in_the_same_stuff():
     assert n_touch == 6  # every seed
 
 
+def test_twin_of_an_empty_shape_is_not_added():
+    obj = SceneObject(texture=np.full((8, 8, 3), 100.0, np.float32), mask=np.zeros((8, 8), np.float32),
+                      radius=(3.0, 3.0))
+    sc = scene([obj])
+    assert add_twin(sc, 0, np.random.default_rng(0), CLEAN) is None
+    assert len(sc.objects) == 1
+
+
 def test_box_dataset_twins_keep_the_target_and_its_ground_truth():
     plain = SyntheticBoxDataset(3, SMALL, seed=3)
     twins = SyntheticBoxDataset(3, SMALL, seed=3, twin_prob=1.0)

@@ -1243,15 +1243,19 @@ def _extreme(mask: np.ndarray, radius: Tuple[float, float], angle: float, direct
     return np.array([x[i], y[i]])
 
 
-def add_twin(scene: Scene, k: int, rng: np.random.Generator, config: SyntheticConfig) -> int:
+def add_twin(scene: Scene, k: int, rng: np.random.Generator, config: SyntheticConfig) -> Optional[int]:
     """Add a *twin* of object ``k`` to ``scene``: another shape of the same stuff (its texture continued by
-    mirrored tiling), touching ``k`` from just behind it and drifting slowly against it; returns its index.
+    mirrored tiling), touching ``k`` from just behind it and drifting slowly against it; returns its index (or
+    ``None``, leaving the scene unchanged, when ``k`` covers no texel or no shape could be drawn on the twin's
+    small texture).
 
     A head on a body of the same fur, a sleeve on a shirt: a target's look-alike neighbour is where a small
     tracker grows its box over the union. The twin is drawn behind ``k`` (``k``'s visibility and ground truth do
     not change) but in front of everything that was behind ``k``.
     """
     obj = scene.objects[k]
+    if not (np.asarray(obj.mask) >= 0.5).any():
+        return None
     T = scene.num_frames
     t_mid = (T - 1) / 2.0
     grow = rng.uniform(0.8, 2.0)
@@ -1263,7 +1267,12 @@ def add_twin(scene: Scene, k: int, rng: np.random.Generator, config: SyntheticCo
     hh = int(np.clip(round(th * radius[1] / obj.radius[1]), 8, _MAX_TEXTURE))
     ww = int(np.clip(round(tw * radius[0] / obj.radius[0]), 8, _MAX_TEXTURE))
     texture = _mirror_tile(obj.texture, hh, ww, rng)
-    mask = make_shape_mask(str(rng.choice(config.shapes)), hh, ww, rng)
+    for _ in range(4):  # a thin shape on a small texture can cover no texel: draw again
+        mask = make_shape_mask(str(rng.choice(config.shapes)), hh, ww, rng)
+        if (mask >= 0.5).any():
+            break
+    else:
+        return None
 
     m = obj.motion
     p, theta, scale = m.at(np.array([t_mid]))
@@ -1415,9 +1424,9 @@ class SyntheticBoxDataset(_SeededDataset):
             # its own generator: twin_prob = 0 leaves every item (and its part draws) as it was
             twin_rng = np.random.default_rng([clip.seed, 1])
             if twin_rng.uniform() < self.twin_prob:
-                add_twin(scene, k, twin_rng, config)
-                clip = clip_from_scene(scene, num_points=1, seed=clip.seed, keep_id_map=True)
-                has_twin = True
+                if add_twin(scene, k, twin_rng, config) is not None:
+                    clip = clip_from_scene(scene, num_points=1, seed=clip.seed, keep_id_map=True)
+                    has_twin = True
         boxes, visible, fraction = clip.boxes[:, k], clip.box_visible[:, k], clip.object_visible_fraction[:, k]
         is_part = False
         # the part draws come after the object choice, so part_prob = 0 leaves every item as it was
