@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
+import trackers  # noqa: F401  (the return annotation)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def grow(source: str, add: int) -> "object":
+def grow(source: str, add: int) -> "trackers.BoxTracker":
     """A BoxTracker with ``add`` identity blocks appended to ``source``'s encoder."""
     from trackers import BoxTracker
 
