@@ -512,3 +512,41 @@ def test_decoder_variants():
     key = "backbone.blocks.0.attn.qkv.weight"
     assert grads["detach"][key].abs().sum() > 0
     assert (grads["detach"][key] - grads["base"][key]).abs().max() > 1e-3 * grads["base"][key].abs().max()
+
+
+# ------------------------------------------------------------------------------------------ template token types
+
+
+def test_template_token_types_mark_the_target():
+    cfg = tiny(template_token_types=True)
+    m = DETRack(cfg).eval()
+    _randomise(m, seed=3)
+    z, x = _inputs(cfg)
+    g = cfg.template_grid
+    fg = torch.zeros(2, g, g, dtype=torch.int64)
+    fg[:, 2:6, 3:5] = 1
+    with pytest.raises(ValueError, match="template foreground mask"):
+        m(z, x)
+    with pytest.raises(ValueError, match=r"must be \(2, 8, 8\)"):
+        m(z, x, template_fg=fg[:, :4])
+    tokens = m.embed_template(z, fg)
+    plain = m.backbone.patch_embed(z) + m.backbone.pos_embed_z
+    types = m.backbone.token_type_embed
+    flat = fg.reshape(2, -1).bool()
+    assert torch.allclose(tokens[flat], (plain + types[1])[flat], atol=1e-6)
+    assert torch.allclose(tokens[~flat], (plain + types[0])[~flat], atol=1e-6)
+    # the mark reaches the boxes, and the gradient reaches the embeddings
+    other = fg.clone()
+    other[:, 0, :] = 1
+    with torch.no_grad():
+        assert not torch.allclose(m(z, x, template_fg=fg).boxes, m(z, x, template_fg=other).boxes)
+    m.train()
+    m(z, x, template_fg=fg).boxes.sum().backward()
+    assert bool(types.grad[0].abs().sum() > 0) and bool(types.grad[1].abs().sum() > 0)
+
+
+def test_networks_without_token_types_ignore_the_mask():
+    m = DETRack(tiny()).eval()
+    assert m.backbone.token_type_embed is None and "backbone.token_type_embed" not in m.state_dict()
+    z, _ = _inputs(m.config)
+    assert torch.equal(m.embed_template(z), m.embed_template(z, torch.ones(2, 8, 8)))

@@ -126,3 +126,23 @@ def test_track_real_footage(tracker):
     assert bool((res.boxes[:, 1::2] >= 0).all() and (res.boxes[:, 1::2] <= h).all())
     assert bool(((res.scores >= 0) & (res.scores <= 1)).all())
     assert np.isfinite(res.numpy().scores).all()
+
+
+def test_template_token_types_take_the_template_mask():
+    """The tracker hands its template foreground mask to a network built with template token types."""
+    from trackers.box.pipeline import init_stream
+    from trackers.video import as_frame
+
+    tracker = _randomised(trackers.BoxTracker.from_config({**TINY_DETRACK, "template_token_types": True}, seed=0))
+    video = moving_square_video(T=4, H=64, W=64, dx=2.0)
+    box = (4, 24, 20, 40)
+    stream = tracker.stream(video[0], box)
+    mask = stream.targets[0].template_mask
+    assert int(mask.sum()) > 0 and not bool(mask.all())
+    _, crop = init_stream(as_frame(video[0]), box, tracker.settings, tracker.crop_sizes)
+    with torch.no_grad():
+        want = tracker.model.embed_template(crop[None], mask[None])
+        unmarked = tracker.model.embed_template(crop[None], torch.zeros_like(mask)[None])
+    assert torch.allclose(stream.targets[0].template, want, atol=1e-6)
+    assert not torch.allclose(stream.targets[0].template, unmarked, atol=1e-3)
+    assert np.isfinite(stream.step(video[1]).boxes.numpy()).all()

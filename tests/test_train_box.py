@@ -357,3 +357,29 @@ def test_torchrun_two_processes_match_one_process_with_double_batch(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     np.testing.assert_allclose(_metric(tmp_path / "ddp", "loss"), _metric(tmp_path / "single", "loss"), rtol=1e-4)
+
+
+def test_training_with_template_token_types_feeds_the_pair_masks(tmp_path):
+    """A network built with template token types trains on the pairs' template masks and tracks with them."""
+    from trackers import BoxTracker
+
+    initial = []
+
+    class Recording(BoxRecipe):
+        def build_tracker(self):
+            tracker = super().build_tracker()
+            initial.append(tracker.model.backbone.token_type_embed.detach().clone())
+            return tracker
+
+    result = train(Recording(_box_cfg(tmp_path, max_steps=3, model={"template_token_types": True}, dn_groups=0)))
+    before = initial[-1]
+    tracker = BoxTracker.from_pretrained(result.checkpoint)
+    assert tracker.config.template_token_types
+    after = tracker.model.backbone.token_type_embed
+    assert not torch.allclose(before, after)  # both rows learn: every template has target and context tokens
+    assert bool((before - after).abs().sum(-1).min() > 0)
+    video = np.zeros((4, 64, 80, 3), np.uint8) + 30
+    for t in range(4):
+        video[t, 20:40, 10 + 3 * t:30 + 3 * t] = 220
+    out = tracker.track(video, init_box=(10.0, 20.0, 30.0, 40.0))
+    assert np.isfinite(out.boxes.numpy()).all()

@@ -72,8 +72,9 @@ class BoxTracker(SOTTracker):
 
     # ------------------------------------------------------------------------------------------ hooks
     def _encode_template(self, crops: Tensor, masks: Tensor) -> Tensor:
-        # Candidate elimination ranks search tokens by the template's centre token, not by a box mask.
-        return self.model.embed_template(crops)
+        # Candidate elimination ranks search tokens by the template's centre token, not by a box mask; the mask
+        # only marks the target's tokens in networks built with template token types.
+        return self.model.embed_template(crops, masks if self.config.template_token_types else None)
 
     def _predict(self, templates: Tensor, search: Tensor) -> Tuple[Tensor, Tensor]:
         # The decoder reads search tokens only: the last encoder block skips the template rows' outputs.

@@ -44,6 +44,10 @@ Decisions where the paper is silent or ambiguous (field name, default, reason):
   (Deformable-DETR); ``True`` is DINO's variant (same values, extra gradient path into the previous layer).
   The post-norm layers feed the heads directly (no extra final norm).
 * Denoising queries come before the matching queries (DINO's layout), so an attention mask is ``[dn; matching]``.
+* ``template_token_types = False``: an addition that is not in the paper. When on, two learned vectors mark the
+  template tokens that cover the target and those that do not (LoRAT's token types; ``forward(...,
+  template_fg=mask)``, the tracker passes its template mask). The template crop's centre alone does not say where
+  a target ends inside a larger object of the same look, such as a head on its body.
 
 Size of the default network (``benchmarks/detrack.py``, FlopCounterMode, attention matmuls included):
 90.8 M parameters (85.9 M encoder, 4.9 M head); 21.4 GMACs per frame with CE, 29.7 GMACs without; each
@@ -94,7 +98,9 @@ class DETRackConfig:
     Encoder: ``template_size`` / ``search_size`` (pixels, multiples of ``patch_size``), ``patch_size``,
     ``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio`` (ViT FFN width = ``mlp_ratio * embed_dim``),
     ``qkv_bias``, ``layerscale_init`` (None = plain blocks as MAE/OSTrack; a value adds LayerScale as CAE),
-    ``norm_eps``, ``drop_path_rate`` (training only; OSTrack trains with 0.1).
+    ``norm_eps``, ``drop_path_rate`` (training only; OSTrack trains with 0.1), ``template_token_types``
+    (not in the paper, default off: learned embeddings mark the template tokens that cover the target, as LoRAT's
+    token types do; ``forward`` then needs ``template_fg``).
     Candidate elimination: ``ce_locations`` (0-based block indices), ``ce_keep_ratio`` (one value or one per
     location; 1.0 = off), ``ce_template_range`` (``"centre"``: the template's centre token ranks the search
     tokens; ``"all"``: every template token) -- used when ``forward`` gets no ``template_mask``.
@@ -115,6 +121,7 @@ class DETRackConfig:
     layerscale_init: Optional[float] = None
     norm_eps: float = 1e-6
     drop_path_rate: float = 0.0
+    template_token_types: bool = False
     ce_locations: Tuple[int, ...] = (3, 6, 9)
     ce_keep_ratio: Union[float, Tuple[float, ...]] = 0.7
     ce_template_range: str = "centre"
@@ -266,7 +273,7 @@ class DETRack(nn.Module):
             embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads,
             ffn_hidden=int(round(c.mlp_ratio * c.embed_dim)), ce_locations=c.ce_locations,
             ce_keep_ratio=c.ce_keep_ratio, qkv_bias=c.qkv_bias, layerscale_init=c.layerscale_init,
-            drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps,
+            drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps, template_token_types=c.template_token_types,
         )
         self.head = DETRHead(
             embed_dim=c.embed_dim, dim=c.decoder_dim, grid=(c.search_grid, c.search_grid),
@@ -306,15 +313,16 @@ class DETRack(nn.Module):
         return self.backbone.patch_embed.proj.weight.dtype
 
     # ------------------------------------------------------------------------------------------ forward
-    def embed_template(self, template: torch.Tensor) -> torch.Tensor:
-        """Template tokens ``(B, gt*gt, embed_dim)`` (patches + position grid). They do not depend on the search
-        region, so a tracker computes them once per target and calls :meth:`forward_tokens` every frame."""
-        return self.backbone.embed_template(template)
+    def embed_template(self, template: torch.Tensor, template_fg: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Template tokens ``(B, gt*gt, embed_dim)`` (patches + position grid, + token types when
+        ``config.template_token_types``, which need ``template_fg``). They do not depend on the search region, so a
+        tracker computes them once per target and calls :meth:`forward_tokens` every frame."""
+        return self.backbone.embed_template(template, template_fg)
 
     def encode(self, template: torch.Tensor, search: torch.Tensor, template_mask: Optional[torch.Tensor] = None,
-               ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
+               ce_keep_ratio: Optional[float] = None, template_fg: Optional[torch.Tensor] = None) -> EncoderOutput:
         """Run the encoder only (see :class:`~trackers.models.detrack.encoder.EncoderOutput`)."""
-        return self._encode(self.embed_template(template), search, template_mask, ce_keep_ratio)
+        return self._encode(self.embed_template(template, template_fg), search, template_mask, ce_keep_ratio)
 
     def _encode(self, template_tokens: torch.Tensor, search: torch.Tensor, template_mask: Optional[torch.Tensor],
                 ce_keep_ratio: Optional[float], template_outputs: bool = True) -> EncoderOutput:
@@ -324,7 +332,7 @@ class DETRack(nn.Module):
                                             ce_keep_ratio, template_outputs=template_outputs)
 
     def forward(self, template: torch.Tensor, search: torch.Tensor, *, template_mask: Optional[torch.Tensor] = None,
-                dn_queries: Optional[DenoisingQueries] = None, attn_mask: Optional[torch.Tensor] = None,
+                template_fg: Optional[torch.Tensor] = None, dn_queries: Optional[DenoisingQueries] = None, attn_mask: Optional[torch.Tensor] = None,
                 num_decoder_layers: Optional[int] = None,
                 ce_keep_ratio: Optional[float] = None, template_outputs: bool = True) -> DETRackOutput:
         """Track one search region against a template.
@@ -334,6 +342,8 @@ class DETRack(nn.Module):
             search: ``(B, 3, Hs, Ws)`` ImageNet-normalised search crop.
             template_mask: ``(B, gt, gt)`` bool template tokens that rank search tokens for candidate elimination
                 (default: ``config.ce_template_range``).
+            template_fg: ``(B, gt, gt)`` bool / 0-1 mask of the template tokens that cover the target; needed (and
+                only used) when ``config.template_token_types``.
             dn_queries: optional :class:`DenoisingQueries` (training), prepended to the matching queries.
             attn_mask: optional ``(T, T)`` or ``(B, T, T)`` bool decoder self-attention mask over the
                 ``T = Nd + K`` queries (denoising first), True = blocked; see
@@ -344,7 +354,7 @@ class DETRack(nn.Module):
                 block's attention output, projection and MLP on template rows; the decoder reads search tokens
                 only): same boxes and scores, ``template_tokens`` is then None. Trackers pass False.
         """
-        return self.forward_tokens(self.embed_template(template), search, template_mask=template_mask,
+        return self.forward_tokens(self.embed_template(template, template_fg), search, template_mask=template_mask,
                                    dn_queries=dn_queries, attn_mask=attn_mask,
                                    num_decoder_layers=num_decoder_layers, ce_keep_ratio=ce_keep_ratio,
                                    template_outputs=template_outputs)

@@ -110,6 +110,10 @@ class CEViTEncoder(nn.Module):
         layerscale_init: None for plain blocks (MAE / OSTrack), a value to add per-channel LayerScale (CAE).
         drop_path_rate: stochastic depth, increasing linearly from 0 to this value over the blocks (training).
         norm_eps: LayerNorm epsilon.
+        template_token_types: add ``token_type_embed`` ``(2, C)`` to the template tokens: row 1 where the token
+            covers the target, row 0 elsewhere (LoRAT's template token types; not in DETRack or OSTrack). The
+            centre of the template crop alone does not say where a target ends inside a larger object of the
+            same look (a head on its body); the mask does.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class CEViTEncoder(nn.Module):
         layerscale_init: Optional[float] = None,
         drop_path_rate: float = 0.0,
         norm_eps: float = 1e-6,
+        template_token_types: bool = False,
     ) -> None:
         super().__init__()
         for name, v in (("template_size", template_size), ("search_size", search_size)):
@@ -158,7 +163,8 @@ class CEViTEncoder(nn.Module):
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        trunc_normal_init_(self, self.pos_embed_z, self.pos_embed_x)
+        self.token_type_embed = nn.Parameter(torch.zeros(2, embed_dim)) if template_token_types else None
+        trunc_normal_init_(self, self.pos_embed_z, self.pos_embed_x, self.token_type_embed)
 
     def _keep_ratio(self, block: int, override: Optional[float]) -> float:
         """Keep ratio of ``block`` for this call (1.0 = no elimination). A per-call value replaces the configured
@@ -168,13 +174,24 @@ class CEViTEncoder(nn.Module):
             return 1.0
         return cfg if override is None else float(override)
 
-    def embed_template(self, z: torch.Tensor) -> torch.Tensor:
-        """Template tokens ``(B, gt*gt, C)``: patches + ``pos_embed_z`` (constant per target: compute once)."""
+    def embed_template(self, z: torch.Tensor, fg: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Template tokens ``(B, gt*gt, C)``: patches + ``pos_embed_z`` (+ ``token_type_embed[fg]`` when the
+        encoder has token types; ``fg`` is the ``(B, gt, gt)`` target mask). Constant per target: compute once."""
         tz = self.patch_embed(z)
-        if tz.shape[1] != self.template_grid ** 2:
-            raise ValueError(f"CEViTEncoder: expected a {self.template_grid * self.patch_size}px template, got "
+        gt = self.template_grid
+        if tz.shape[1] != gt ** 2:
+            raise ValueError(f"CEViTEncoder: expected a {gt * self.patch_size}px template, got "
                              f"{tuple(z.shape[-2:])}")
-        return tz + self.pos_embed_z.to(tz.dtype)
+        tz = tz + self.pos_embed_z.to(tz.dtype)
+        if self.token_type_embed is None:
+            return tz
+        if fg is None:
+            raise ValueError("this encoder marks the target in its template (template_token_types): pass the "
+                             f"({tz.shape[0]}, {gt}, {gt}) template foreground mask")
+        if tuple(fg.shape) != (tz.shape[0], gt, gt):
+            raise ValueError(f"template foreground mask must be ({tz.shape[0]}, {gt}, {gt}), got {tuple(fg.shape)}")
+        types = fg.reshape(tz.shape[0], gt * gt).to(device=tz.device).bool().long()
+        return tz + self.token_type_embed.to(tz.dtype)[types]
 
     def embed_search(self, x: torch.Tensor) -> torch.Tensor:
         """Search tokens ``(B, gs*gs, C)``: patches + ``pos_embed_x``."""
@@ -185,15 +202,17 @@ class CEViTEncoder(nn.Module):
         return tx + self.pos_embed_x.to(tx.dtype)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor, template_mask: Optional[torch.Tensor] = None,
-                ce_keep_ratio: Optional[float] = None) -> EncoderOutput:
+                ce_keep_ratio: Optional[float] = None, template_fg: Optional[torch.Tensor] = None) -> EncoderOutput:
         """Encode ``z (B,3,Ht,Wt)`` and ``x (B,3,Hs,Ws)`` (ImageNet-normalised).
 
         Args:
             template_mask: ``(B, gt, gt)`` bool, the template tokens whose attention ranks the search tokens;
                 None = the centre token.
             ce_keep_ratio: optional per-call keep ratio for every CE block (e.g. a warm-up schedule), 1.0 = no CE.
+            template_fg: ``(B, gt, gt)`` target mask for the token types (encoders built with them only).
         """
-        return self.forward_tokens(self.embed_template(z), self.embed_search(x), template_mask, ce_keep_ratio)
+        return self.forward_tokens(self.embed_template(z, template_fg), self.embed_search(x), template_mask,
+                                   ce_keep_ratio)
 
     def forward_tokens(self, z_tokens: torch.Tensor, x_tokens: torch.Tensor,
                        template_mask: Optional[torch.Tensor] = None,

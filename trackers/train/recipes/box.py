@@ -386,6 +386,8 @@ class BoxRecipe(Recipe):
                                         cfg.dn_positive_noise, cfg.dn_negative_noise)
             kwargs = dict(dn_queries=DenoisingQueries(boxes=dn.boxes, token_index=dn.token_index),
                           attn_mask=dn.attn_mask)
+        if mc.template_token_types:
+            kwargs["template_fg"] = batch["template_mask"]
         out = model(batch["template"], batch["search"], ce_keep_ratio=ratio, **kwargs)
         lk = dict(beta=cfg.qfl_beta, giou_weight=cfg.giou_weight, l1_weight=cfg.l1_weight)
         cls, loc, _ = matching_losses(out.enc_boxes, out.enc_scores, out.enc_index, gt, present, grid,
