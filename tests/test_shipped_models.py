@@ -135,6 +135,19 @@ def test_ship_small_copies_a_checkpoint_and_refuses_another_architecture(tmp_pat
     with pytest.raises(ship.ShipError, match="num_queries"):
         ship.write_shipped(DEFAULT_BOX_MODEL, other, tmp_path / "out2")
 
+    # a checkpoint saved before a config field existed names no value for it: it loads at the default, so it
+    # still matches when the zoo entry keeps that default, and not when the entry asks for another value
+    old_style = tmp_path / "run" / "checkpoint-14"
+    trackers.Tracker.from_config(DEFAULT_BOX_MODEL, seed=0).save_pretrained(old_style)
+    doc = json.loads((old_style / "config.json").read_text())
+    del doc["config"]["template_token_types"]
+    (old_style / "config.json").write_text(json.dumps(doc))
+    ship.write_shipped(DEFAULT_BOX_MODEL, old_style, tmp_path / "out3")
+    typed = tmp_path / "run" / "checkpoint-15"
+    trackers.BoxTracker.from_config(DEFAULT_BOX_MODEL, seed=0, template_token_types=True).save_pretrained(typed)
+    with pytest.raises(ship.ShipError, match="template_token_types"):
+        ship.write_shipped(DEFAULT_BOX_MODEL, typed, tmp_path / "out4")
+
 
 def test_ship_small_updates_only_the_generated_block_of_a_card(tmp_path):
     ship = _load_ship_small()
