@@ -30,6 +30,7 @@ It exits with status 1 (and ships nothing) if any check fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import re
@@ -100,8 +101,6 @@ def _jsonable(value):
 def expected_doc(name: str) -> dict:
     """The trackers config the shipped file must carry: the registry entry's architecture and the settings the
     tracker builds from it (defaults + the entry's overrides)."""
-    import dataclasses
-
     entry = registry.get_entry(name)
     cls = entry.tracker_class()
     settings = dataclasses.asdict(cls.settings_class(**dict(entry.settings)))
@@ -119,8 +118,6 @@ def check_config(name: str, doc: dict, where: str) -> None:
     doc = dict(doc, config={**(doc.get("config") or {}), **RUN_TIME_CONFIG.get(name, {})})
     if doc.get("tracker") != want["tracker"]:
         raise ShipError(f"{where}: tracker {doc.get('tracker')!r}, the zoo entry {name!r} runs {want['tracker']!r}")
-    import dataclasses
-
     # a field the checkpoint does not name loads at the config class's default
     defaults = _jsonable(dataclasses.asdict(registry.get_entry(name).tracker_class().config_class()))
     for part in ("config", "settings"):
