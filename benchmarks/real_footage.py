@@ -57,22 +57,28 @@ def held_frames(ious: np.ndarray, threshold: float = 0.5) -> int:
     return int(below[0]) if below.size else len(ious) - 1
 
 
-def main(argv: List[str] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_box_models(doc: str, argv: List[str] = None) -> List[str]:
+    """The command line of the real-footage benchmarks: ``--box-model`` (repeatable) and ``--threads``; sets the
+    torch threads and returns the models (default: the shipped one). ``doc`` is the script's docstring."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--box-model", action="append", default=None,
                     help="registry name or saved folder; repeat for several (default: detrack-small-synthetic)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
 
-    import torch
+        torch.set_num_threads(args.threads)
+    return args.box_model or ["detrack-small-synthetic"]
+
+
+def main(argv: List[str] = None) -> int:
+    models = parse_box_models(__doc__, argv)
 
     from trackers import Tracker
     from trackers.io import read_video, sample_video_path
     from trackers.train.eval.baselines import CSRTTracker
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = args.box_model or ["detrack-small-synthetic"]
     clips = {}
     for name, (sample, side, frames, box) in TARGETS.items():
         key = (sample, side, frames)

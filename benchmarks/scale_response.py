@@ -16,7 +16,6 @@ that file) scaled by ``s`` about its centre, and runs one step. Columns: the ret
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_footage import TARGETS  # noqa: E402
+from real_footage import TARGETS, parse_box_models  # noqa: E402
 
 SCALES = (0.67, 0.8, 1.25, 1.5)
 
@@ -39,11 +38,7 @@ def size(box: np.ndarray) -> float:
 
 
 def main(argv: List[str] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--box-model", action="append", default=None,
-                    help="registry name or saved folder; repeat for several (default: detrack-small-synthetic)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = ap.parse_args(argv)
+    models = parse_box_models(__doc__, argv)
 
     import torch
 
@@ -51,9 +46,6 @@ def main(argv: List[str] = None) -> int:
     from trackers.io import read_video, sample_video_path
     from trackers.train.eval.baselines import CSRTTracker
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = args.box_model or ["detrack-small-synthetic"]
     clips, refs = {}, {}
     for name, (sample, side, _, box) in TARGETS.items():
         clip = np.asarray(read_video(sample_video_path(sample), resize=side, max_frames=2))

@@ -63,8 +63,8 @@ def grow(source: str, add: int, token_types: bool = False) -> "trackers.BoxTrack
     old.model.eval()
     new.model.eval()
     with torch.no_grad():
-        a = old.model(z, x, template_fg=fg if old.config.template_token_types else None)
-        b = new.model(z, x, template_fg=fg if config.template_token_types else None)
+        # a network without token types ignores the mask
+        a, b = old.model(z, x, template_fg=fg), new.model(z, x, template_fg=fg)
     diff = (a.boxes[-1] - b.boxes[-1]).abs().max().item()
     if diff > 1e-5:
         raise RuntimeError(f"the deepened network differs from the original by {diff} (boxes)")

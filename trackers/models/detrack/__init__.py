@@ -332,8 +332,8 @@ class DETRack(nn.Module):
                                             ce_keep_ratio, template_outputs=template_outputs)
 
     def forward(self, template: torch.Tensor, search: torch.Tensor, *, template_mask: Optional[torch.Tensor] = None,
-                template_fg: Optional[torch.Tensor] = None, dn_queries: Optional[DenoisingQueries] = None, attn_mask: Optional[torch.Tensor] = None,
-                num_decoder_layers: Optional[int] = None,
+                template_fg: Optional[torch.Tensor] = None, dn_queries: Optional[DenoisingQueries] = None,
+                attn_mask: Optional[torch.Tensor] = None, num_decoder_layers: Optional[int] = None,
                 ce_keep_ratio: Optional[float] = None, template_outputs: bool = True) -> DETRackOutput:
         """Track one search region against a template.
 
